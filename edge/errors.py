@@ -1,0 +1,85 @@
+"""Typed, user-facing errors.
+
+Every error a user can cause (a bad file, a missing model, a version mismatch) is an
+:class:`FfdError` that carries *what* went wrong, *which file*, and *how to fix it*.
+The CLI prints ``error: <message> (<path>)`` and ``fix: <hint>`` on one line each and
+exits non-zero; ``--debug`` shows the traceback. Internal bugs stay plain exceptions.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FfdError(Exception):
+    """Base class of errors a user can fix; ``fix`` says how."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, fix: str | None = None, path: str | Path | None = None):
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+        self.path = None if path is None else str(path)
+
+    def __str__(self) -> str:
+        s = self.message
+        if self.path and self.path not in s:
+            s = f"{s} ({self.path})"
+        if self.fix:
+            s = f"{s}; fix: {self.fix}"
+        return s
+
+
+class InputError(FfdError):
+    """A media file or folder cannot be read (missing, corrupt, truncated, not media)."""
+
+
+class NoFaceError(InputError):
+    """An image or video holds no detectable face."""
+
+
+class ConfigError(FfdError):
+    """An option, config or spec is invalid or inconsistent."""
+
+
+class ModelError(FfdError):
+    """A model/checkpoint/ONNX file is missing, corrupt, of another architecture or lacks metadata."""
+
+
+class DatasetError(FfdError):
+    """A dataset is empty, has one class only, or does not match the expected layout."""
+
+
+class CalibrationError(FfdError):
+    """A calibration set is missing, empty, too small or preprocessed with another spec."""
+
+
+class BackendUnavailableError(FfdError):
+    """A runtime backend (TensorRT, pycuda, a CUDA GPU, Ray) is not installed or not usable here."""
+
+
+class EngineMismatchError(ModelError):
+    """A TensorRT engine was built by another TensorRT version, GPU or from other inputs."""
+
+
+class MissingDependencyError(BackendUnavailableError):
+    """An optional package (an extra) is not installed."""
+
+    def __init__(self, package: str, extra: str, purpose: str = ""):
+        what = f" for {purpose}" if purpose else ""
+        super().__init__(
+            f"the optional package '{package}' is needed{what} but is not installed",
+            fix=f"pip install 'ffd-edge[{extra}]'",
+        )
+        self.package = package
+        self.extra = extra
+
+
+def require(module: str, extra: str, purpose: str = ""):
+    """Import an optional module lazily, raising :class:`MissingDependencyError` with the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise MissingDependencyError(module.split(".")[0], extra, purpose) from e

@@ -1,0 +1,1 @@
+"""The ``ffd`` command line: a thin shell over ``edge``, ``calib`` and ``train``."""

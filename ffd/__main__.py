@@ -1,0 +1,3 @@
+from ffd.cli import main
+
+main()

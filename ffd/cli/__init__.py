@@ -1,0 +1,62 @@
+"""``ffd``: one typer app; each area registers its commands from its own module.
+
+Every command is a short annotated function that checks only command-line conflicts and
+calls one public library function, importing it inside the command so that ``ffd --help``
+and every ``--help`` work without torch, modelopt or TensorRT. Errors a user can fix are
+:class:`edge.errors.FfdError`; :func:`main` prints them as one line with the fix and exits
+non-zero. ``--debug`` (or ``FFD_DEBUG=1``) shows tracebacks.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from edge.errors import FfdError
+
+app = typer.Typer(
+    name="ffd",
+    help="Facial forgery detection: extract faces, train and distil, quantize, build engines, detect and screen.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_STATE = {"debug": os.environ.get("FFD_DEBUG", "") not in ("", "0")}
+
+# modules that add commands; each defines register(app)
+_AREAS = ("faces", "train", "adapt", "deploy", "detect", "engine", "screen", "bench")
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+    if debug:
+        _STATE["debug"] = True
+
+
+for _area in _AREAS:
+    importlib.import_module(f"ffd.cli.{_area}").register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    if argv is not None:
+        sys.argv = ["ffd", *argv]
+    if "--debug" in sys.argv[1:]:
+        _STATE["debug"] = True
+    try:
+        app()
+    except FfdError as e:
+        if _STATE["debug"]:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # an internal error: one line, traceback only with --debug
+        if _STATE["debug"]:
+            raise
+        typer.echo(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", err=True)
+        sys.exit(1)

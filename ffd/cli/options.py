@@ -1,0 +1,16 @@
+"""Option types shared by several commands (one vocabulary across the CLI)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+DetectorModel = Annotated[Optional[Path], typer.Option(
+    "--detector-model", envvar="FFD_YUNET_MODEL",
+    help="YuNet ONNX file (face_detection_yunet.onnx); env FFD_YUNET_MODEL.")]
+Detector = Annotated[str, typer.Option("--detector", help="Face detector: yunet (needs the model file) or haar.")]
+Backend = Annotated[str, typer.Option("--backend", help="Runtime backend: auto, ort (ONNX Runtime) or trt (TensorRT).")]
+Workers = Annotated[int, typer.Option("--workers", "-j", min=0, help="Parallel worker processes (0: in-process).")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+Device = Annotated[str, typer.Option("--device", help="torch device: auto, cpu, cuda, cuda:N.")]

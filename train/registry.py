@@ -1,0 +1,51 @@
+"""Model registry and factory (after timm's ``register_model`` / ``create_model``).
+
+Entry points are functions named ``family_variant`` decorated with :func:`register_model`
+in ``train/models/``; they are imported on first use, not at start-up.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from edge.errors import ConfigError
+
+_REGISTRY: dict[str, Callable] = {}
+_MODEL_MODULES = ("train.models",)
+_loaded = False
+
+
+def register_model(fn: Callable) -> Callable:
+    if fn.__name__ in _REGISTRY:
+        raise ValueError(f"model {fn.__name__!r} registered twice")
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        for m in _MODEL_MODULES:
+            importlib.import_module(m)
+        _loaded = True
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    import fnmatch
+
+    _load()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def is_model(name: str) -> bool:
+    _load()
+    return name in _REGISTRY
+
+
+def create_model(name: str, **kwargs):
+    """Build a registered model by name; unknown names raise with the list of known ones."""
+    _load()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}",
+                          fix="pick one of the listed names (`ffd train --help` lists them too)")
+    return _REGISTRY[name](**kwargs)
