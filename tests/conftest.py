@@ -48,3 +48,40 @@ def london_neutral(shared) -> list[Path]:
     if not files:
         pytest.skip("london_faces/neutral is empty")
     return files
+
+
+def make_tiny_onnx(path: Path, size: int = 32, threshold: float = 0.5, name: str = "tiny_mean", card=True,
+                   weight: float = 4.0) -> Path:
+    """A real (tiny) ONNX classifier for pipeline tests: score = sigmoid(w * mean(x) ) per image.
+
+    Built with onnx.helper so pipeline tests do not need torch; it runs in real ONNX Runtime.
+    The score depends on the image, so tests can tell faces apart.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edge.spec import META_KEY, ModelCard, PreprocessSpec
+
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])
+    out = helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [], [weight])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3])
+    nodes = [
+        helper.make_node("ReduceMean", ["input", "axes"], ["m"], keepdims=0),
+        helper.make_node("Mul", ["m", "w"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["score"]),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [inp], [out], initializer=[w, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if card:
+        c = ModelCard(name, spec=PreprocessSpec(size=size), threshold=threshold)
+        helper.set_model_props(model, {META_KEY: c.to_json()})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path) -> Path:
+    return make_tiny_onnx(tmp_path / "tiny.onnx")

@@ -1,0 +1,91 @@
+"""Checkpoints that carry everything a later stage needs, loadable with ``weights_only=True``.
+
+A checkpoint is a plain dict of tensors, numbers and JSON strings (no pickled objects), so
+``torch.load(path, weights_only=True)`` reads it and a malicious file cannot run code:
+
+* ``format``: ``"ffd-ckpt-1"``
+* ``model_name`` / ``model_kwargs``: registry entry point and its keyword arguments (JSON)
+* ``card``: the :class:`edge.spec.ModelCard` JSON (preprocessing spec, threshold, version)
+* ``config`` / ``metrics``: JSON of the training config and the last evaluation
+* ``state_dict``: model weights; ``train_state``: optimizer/scheduler/epoch/RNG for resuming
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ModelError
+from edge.spec import ModelCard
+
+FORMAT = "ffd-ckpt-1"
+
+
+def save_checkpoint(path: str | os.PathLike, model, card: ModelCard, *, model_kwargs: dict | None = None,
+                    config: dict | None = None, metrics: dict | None = None, train_state: dict | None = None) -> Path:
+    """Write atomically (temp file + rename) so an interrupted save never corrupts the last good checkpoint."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "format": FORMAT,
+        "model_name": card.name,
+        "model_kwargs": json.dumps(model_kwargs or {}, sort_keys=True),
+        "card": card.to_json(),
+        "config": json.dumps(config or {}, sort_keys=True, default=str),
+        "metrics": json.dumps(metrics or {}, sort_keys=True, default=float),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    if train_state is not None:
+        blob["train_state"] = train_state
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load the raw dict safely (``weights_only=True``); JSON fields are decoded."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError("checkpoint not found", path=path, fix="check the path, or train one with `ffd train`")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ModelError(f"refused to load: the file holds objects other than tensors and plain data ({e})",
+                         path=path, fix="only load ffd checkpoints; never load pickles from untrusted sources") from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ModelError(f"checkpoint is corrupt or not a torch file: {e}", path=path,
+                         fix="re-train or restore the checkpoint") from e
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ModelError(f"not an ffd checkpoint (format {blob.get('format') if isinstance(blob, dict) else type(blob).__name__!r})",
+                         path=path, fix="pass a checkpoint written by `ffd train`")
+    for k in ("model_kwargs", "config", "metrics"):
+        blob[k] = json.loads(blob[k])
+    blob["card"] = ModelCard.from_json(blob["card"])
+    return blob
+
+
+def load_checkpoint(path: str | os.PathLike, expect_model: str | None = None):
+    """-> (model in eval mode, ModelCard, raw dict). Refuses a checkpoint of another architecture."""
+    from .registry import create_model
+
+    blob = read_checkpoint(path)
+    name = blob["model_name"]
+    if expect_model and name != expect_model:
+        raise ModelError(f"checkpoint holds a {name!r} model, expected {expect_model!r}", path=path,
+                         fix=f"pass a {expect_model} checkpoint")
+    model = create_model(name, **blob["model_kwargs"])
+    missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ModelError(f"checkpoint does not fit model {name!r}: missing {list(missing)[:5]}, "
+                         f"unexpected {list(unexpected)[:5]}", path=path,
+                         fix="the checkpoint is of another architecture or version; re-train or pick the right file")
+    model.eval()
+    return model, blob["card"], blob
