@@ -65,13 +65,12 @@ def make_tiny_onnx(path: Path, size: int = 32, threshold: float = 0.5, name: str
     inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])
     out = helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])
     w = helper.make_tensor("w", TensorProto.FLOAT, [], [weight])
-    axes = helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3])
     nodes = [
-        helper.make_node("ReduceMean", ["input", "axes"], ["m"], keepdims=0),
+        helper.make_node("ReduceMean", ["input"], ["m"], axes=[1, 2, 3], keepdims=0),
         helper.make_node("Mul", ["m", "w"], ["z"]),
         helper.make_node("Sigmoid", ["z"], ["score"]),
     ]
-    graph = helper.make_graph(nodes, "tiny", [inp], [out], initializer=[w, axes])
+    graph = helper.make_graph(nodes, "tiny", [inp], [out], initializer=[w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     if card:
