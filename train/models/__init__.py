@@ -1,0 +1,1 @@
+"""Model entry points; imported lazily by ``train.registry``. Each module registers its models."""
