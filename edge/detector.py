@@ -1,0 +1,199 @@
+"""The embeddable forgery detector: frame in, one score and label per face out.
+
+:class:`ForgeryDetector` is built only from the pieces every stage shares: the model's
+card (read by the runner from the ONNX metadata or engine sidecar), the face detector the
+card's spec names (:meth:`FaceDetector.from_spec`), :func:`crop_face` and
+:func:`~edge.spec.preprocess`, and a runner from :func:`~edge.runtime.open_runner`. So a
+deployed model crops and normalises faces exactly as it was trained.
+
+Thread-safety: an instance owns its runner and its OpenCV face detector, neither of which is
+safe to share between threads. Use one ``ForgeryDetector`` per thread (or process); close it
+with :meth:`close` or a ``with`` block. :func:`detect_paths` is the library function behind
+``ffd detect`` for images and folders (JSON-lines records; a bad file is a record, not a crash).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import ConfigError, FfdError, InputError
+from .faces import Detection, FaceDetector, crop_face
+from .spec import ModelCard, preprocess
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class FaceResult:
+    """One face in a frame: ``box`` (x, y, w, h) in frame pixels, ``score`` = P(fake), ``label`` per the card."""
+
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray | None
+    det_score: float
+    score: float
+    label: str
+    track_id: int | None = None  # set by trackers built on top (edge pipelines); None here
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {"box": [round(float(v), 1) for v in self.box], "det_score": round(float(self.det_score), 4),
+             "score": round(float(self.score), 5), "label": self.label}
+        if self.track_id is not None:
+            d["track_id"] = self.track_id
+        return d
+
+
+class ForgeryDetector:
+    """``ForgeryDetector(model_path, backend="auto")``; ``process(frame_bgr) -> list[FaceResult]``.
+
+    ``max_faces`` keeps the largest faces of a frame; ``min_face`` drops boxes whose larger
+    side is below that many pixels. ``runner_kw`` goes to the backend (e.g. ``providers``,
+    ``intra_op_threads`` for ONNX Runtime). Faces are classified in batches of ``batch_size``.
+    """
+
+    def __init__(self, model_path: str | os.PathLike, backend: str = "auto",
+                 detector_model: str | os.PathLike | None = None, batch_size: int = 32,
+                 max_faces: int | None = None, min_face: float = 0.0, card: ModelCard | None = None,
+                 **runner_kw):
+        from .runtime import open_runner
+
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if Path(model_path).suffix == ".onnx":
+            runner_kw.setdefault("providers", "auto" if backend == "auto" else None)
+            if card is not None:
+                runner_kw["card"] = card
+        self.runner = open_runner(model_path, backend, **runner_kw)
+        self.card: ModelCard = self.runner.card
+        self.spec = self.card.spec
+        self.batch_size = batch_size
+        self.max_faces = max_faces
+        self.min_face = min_face
+        self._detector_model = detector_model
+        self._detector: FaceDetector | None = None  # built on first use: classify_crops needs none
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = FaceDetector.from_spec(self.spec, self._detector_model)
+        return self._detector
+
+    # --- building blocks -------------------------------------------------------------------
+    def detect_faces(self, frame_bgr: np.ndarray) -> list[Detection]:
+        dets = [d for d in self.detector.detect(frame_bgr) if max(d.box[2], d.box[3]) >= self.min_face]
+        return dets[: self.max_faces] if self.max_faces else dets
+
+    def classify_crops(self, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 BGR face crops (any size; resized per the spec) -> float32 (N,) P(fake)."""
+        if len(crops_bgr) == 0:
+            return np.zeros((0,), np.float32)
+        return np.concatenate([self.runner.infer(preprocess(crops_bgr[i:i + self.batch_size], self.spec))
+                               for i in range(0, len(crops_bgr), self.batch_size)])
+
+    # --- frames ----------------------------------------------------------------------------
+    def process(self, frame_bgr: np.ndarray) -> list[FaceResult]:
+        return self.process_batch([frame_bgr])[0]
+
+    def process_batch(self, frames_bgr: Sequence[np.ndarray]) -> list[list[FaceResult]]:
+        """Detect in every frame, classify all their faces together (batched), one list per frame."""
+        from .faces import as_bgr
+
+        per_frame, crops = [], []
+        for frame in frames_bgr:
+            frame = as_bgr(frame)
+            dets = self.detect_faces(frame)
+            per_frame.append(dets)
+            crops.extend(crop_face(frame, d, self.spec)[0] for d in dets)
+        scores = self.classify_crops(crops)
+        out, k = [], 0
+        for dets in per_frame:
+            res = []
+            for d in dets:
+                s = float(scores[k])
+                k += 1
+                res.append(FaceResult(d.box, d.landmarks, d.score, s, self.card.label(s)))
+            out.append(res)
+        return out
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+        self._detector = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --- images and folders (`ffd detect`) ----------------------------------------------------
+def iter_image_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Files as given (any extension: a bad one becomes an error record), folders searched recursively for images."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+        else:
+            yield p
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file as uint8 BGR, or InputError (missing, empty, corrupt, not an image)."""
+    import cv2
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("file not found", path=p)
+    data = np.fromfile(str(p), np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise InputError("not a readable image (corrupt, truncated or another format)", path=p,
+                         fix="pass JPEG/PNG/BMP/WebP/TIFF images")
+    return img
+
+
+def detect_paths(paths: Iterable[str | os.PathLike], model: str | os.PathLike | ForgeryDetector,
+                 backend: str = "auto", detector_model: str | os.PathLike | None = None,
+                 batch_size: int = 32, max_faces: int | None = None, **runner_kw) -> Iterator[dict]:
+    """Images/folders -> one record per face: ``{file, face, box, det_score, score, label}``.
+
+    A file without faces gives ``{file, face: None, faces: 0}``; an unreadable one
+    ``{file, face: None, error, error_type}``. Files are read and classified ``batch_size``
+    images at a time, records come out in input order.
+    """
+    own = not isinstance(model, ForgeryDetector)
+    det = (ForgeryDetector(model, backend, detector_model=detector_model, batch_size=batch_size, max_faces=max_faces,
+                           **runner_kw) if own else model)
+    try:
+        files = iter_image_files(paths)
+        while True:
+            chunk, frames, errors = [], [], {}
+            for f in files:
+                chunk.append(f)
+                try:
+                    frames.append(read_image(f))
+                except FfdError as e:
+                    errors[len(chunk) - 1] = e
+                if len(frames) >= batch_size:
+                    break
+            if not chunk:
+                return
+            results = iter(det.process_batch(frames))
+            for i, f in enumerate(chunk):
+                if i in errors:
+                    e = errors[i]
+                    yield {"file": str(f), "face": None, "error": e.message, "error_type": type(e).__name__}
+                    continue
+                faces = next(results)
+                if not faces:
+                    yield {"file": str(f), "face": None, "faces": 0}
+                for k, r in enumerate(faces):
+                    yield {"file": str(f), "face": k, **r.to_dict()}
+    finally:
+        if own:
+            det.close()
