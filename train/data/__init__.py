@@ -1,0 +1,21 @@
+"""Datasets: readers for common layouts, group-wise splits, and (torch) the face dataset.
+
+``Sample``, ``load_samples`` and ``split_samples`` are pure Python; ``FaceDataset`` and
+``make_loader`` import torch on first use, so ``import train.data`` stays torch-free.
+"""
+from __future__ import annotations
+
+from .samples import FAKE, REAL, UNLABELLED, Sample, check_samples, detect_layout, load_samples, summarize
+from .split import assert_disjoint, group_fraction, overlapping_groups, split_samples
+
+__all__ = ["FAKE", "REAL", "UNLABELLED", "FaceDataset", "Sample", "assert_disjoint", "check_samples",
+           "detect_layout", "group_fraction", "load_samples", "make_loader", "overlapping_groups",
+           "split_samples", "summarize"]
+
+
+def __getattr__(name: str):
+    if name in ("FaceDataset", "make_loader"):
+        from . import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(name)
