@@ -20,12 +20,9 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, FfdError, InputError
+from .errors import ConfigError, FfdError
 from .faces import Detection, FaceDetector, crop_face
 from .spec import ModelCard, preprocess
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
 
 @dataclass
 class FaceResult:
@@ -134,27 +131,14 @@ class ForgeryDetector:
 
 # --- images and folders (`ffd detect`) ----------------------------------------------------
 def iter_image_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
-    """Files as given (any extension: a bad one becomes an error record), folders searched recursively for images."""
+    """Files as given (a non-image becomes an error record), folders searched recursively for images."""
+    from .media import is_image
+
     for p in map(Path, paths):
         if p.is_dir():
-            yield from sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+            yield from sorted(f for f in p.rglob("*") if f.is_file() and is_image(f))
         else:
             yield p
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file as uint8 BGR, or InputError (missing, empty, corrupt, not an image)."""
-    import cv2
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("file not found", path=p)
-    data = np.fromfile(str(p), np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        raise InputError("not a readable image (corrupt, truncated or another format)", path=p,
-                         fix="pass JPEG/PNG/BMP/WebP/TIFF images")
-    return img
 
 
 def detect_paths(paths: Iterable[str | os.PathLike], model: str | os.PathLike | ForgeryDetector,
@@ -166,6 +150,8 @@ def detect_paths(paths: Iterable[str | os.PathLike], model: str | os.PathLike | 
     ``{file, face: None, error, error_type}``. Files are read and classified ``batch_size``
     images at a time, records come out in input order.
     """
+    from .media import read_image
+
     own = not isinstance(model, ForgeryDetector)
     det = (ForgeryDetector(model, backend, detector_model=detector_model, batch_size=batch_size, max_faces=max_faces,
                            **runner_kw) if own else model)

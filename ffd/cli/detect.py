@@ -1,8 +1,81 @@
-"""Commands of this area are registered here (see ffd/cli/__init__.py)."""
+"""``ffd detect``: score every face in images and folders; one JSON line per face.
+
+Sources are dispatched on their kind (:func:`source_kind`); each kind has one handler that
+calls one library function. Images and folders go to :func:`edge.detector.detect_paths`;
+videos and cameras are added by the camera pipeline in this same file.
+"""
 from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 
+from .options import Backend, DetectorModel
+
+Sources = Annotated[list[str], typer.Argument(help="Images and/or folders of images (searched recursively).")]
+Model = Annotated[Path, typer.Option("--model", "-m", help="Model: .onnx (from `ffd export`/`ffd quantize`) or .engine.")]
+Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON-lines file (default: stdout).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Faces per inference batch.")]
+MaxFaces = Annotated[Optional[int], typer.Option("--max-faces", min=1, help="Keep the N largest faces per image.")]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="ONNX Runtime intra-op threads.")]
+
+
+def source_kind(src: str) -> str:
+    """``images`` (an image file or a folder) | ``video`` | ``camera`` (a URI or a device)."""
+    from edge.media import is_video
+
+    if "://" in src or src.startswith("/dev/video") or src.isdigit():
+        return "camera"
+    return "video" if is_video(src) else "images"
+
+
+def _images(sources: list[str], model: Path, opts: dict) -> Iterator[dict]:
+    from edge.detector import detect_paths
+
+    return detect_paths(sources, model, **opts)
+
+
+# kind -> handler(sources of that kind, model, options) -> records; the camera pipeline adds video/camera
+HANDLERS: dict[str, Callable[[list[str], Path, dict], Iterator[dict]]] = {"images": _images}
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("detect")
+    def detect(sources: Sources, model: Model, output: Output = None, backend: Backend = "auto",
+               detector_model: DetectorModel = None, batch_size: BatchSize = 32, max_faces: MaxFaces = None,
+               threads: Threads = None):
+        """Score every face (P(fake) and a label per the model's threshold) as JSON lines."""
+        from edge.errors import ConfigError
+
+        by_kind: dict[str, list[str]] = {}
+        for s in sources:
+            by_kind.setdefault(source_kind(s), []).append(s)
+        unsupported = sorted(set(by_kind) - set(HANDLERS))
+        if unsupported:
+            raise ConfigError(f"ffd detect does not handle {', '.join(unsupported)} sources yet",
+                              fix="pass images or folders of images")
+        opts = {"backend": backend, "detector_model": detector_model, "batch_size": batch_size,
+                "max_faces": max_faces}
+        if threads and model.suffix == ".onnx":
+            opts["intra_op_threads"] = threads
+        out = open(output, "w") if output else sys.stdout
+        n = {"faces": 0, "fake": 0, "no_face": 0, "errors": 0}
+        try:
+            for kind, srcs in by_kind.items():
+                for rec in HANDLERS[kind](srcs, model, opts):
+                    out.write(json.dumps(rec) + "\n")
+                    if "error" in rec:
+                        n["errors"] += 1
+                    elif rec.get("face") is None:
+                        n["no_face"] += 1
+                    else:
+                        n["faces"] += 1
+                        n["fake"] += rec["label"] == "fake"
+        finally:
+            if output:
+                out.close()
+        typer.echo(f"{n['faces']} faces ({n['fake']} fake), {n['no_face']} files without a face, "
+                   f"{n['errors']} unreadable files" + (f" -> {output}" if output else ""), err=True)
