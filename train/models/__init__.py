@@ -1,1 +1,2 @@
 """Model entry points; imported lazily by ``train.registry``. Each module registers its models."""
+from . import student, teacher  # noqa: F401
