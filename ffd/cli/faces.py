@@ -1,8 +1,51 @@
-"""Commands of this area are registered here (see ffd/cli/__init__.py)."""
+"""``ffd faces``: face extraction (``extract``) and self-blended pseudo-fakes (``blend``).
+
+Commands hang off :data:`faces_app`, which :func:`register` adds to the root app.
+"""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from .options import Detector, DetectorModel, Workers
+
+faces_app = typer.Typer(no_args_is_help=True, help="Face crops and pseudo-fakes for training.")
+
+
+@faces_app.command("extract")
+def extract(
+    src: Annotated[Path, typer.Argument(help="An image, a video, or a folder of them (searched recursively).")],
+    out: Annotated[Path, typer.Argument(help="Output folder: crops/, manifest.csv, spec.json.")],
+    label: Annotated[Optional[str], typer.Option(
+        "--label", help="real or fake for every file (default: from a real/fake or FF++/Celeb-DF folder name).")] = None,
+    frames: Annotated[Optional[int], typer.Option(
+        "--frames", min=1, help="Frames per video, spread uniformly (default 32).")] = None,
+    every: Annotated[Optional[int], typer.Option("--every", min=1, help="Every k-th frame instead of --frames.")] = None,
+    all_faces: Annotated[bool, typer.Option("--all-faces", help="Keep every face (named _<index>), not the largest.")] = False,
+    margin: Annotated[float, typer.Option("--margin", min=1.0, help="Crop side / larger side of the face box.")] = 1.3,
+    size: Annotated[int, typer.Option("--size", min=8, help="Crop side in pixels.")] = 128,
+    crop: Annotated[str, typer.Option("--crop", help="square (box x margin) or align5 (5-point similarity).")] = "square",
+    detector: Detector = "yunet",
+    detector_model: DetectorModel = None,
+    workers: Workers = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start OUT again (its crops and manifest are deleted).")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+):
+    """Detect, crop and list faces: writes OUT/crops/*.png, OUT/manifest.csv and OUT/spec.json; re-runs resume."""
+    from edge.errors import ConfigError
+    from edge.faces.extract import DEFAULT_FRAMES, extract_faces
+    from edge.spec import PreprocessSpec
+
+    if frames is not None and every is not None:
+        raise ConfigError("--frames and --every exclude each other", fix="give one of them")
+    spec = PreprocessSpec(detector=detector, crop_mode=crop, margin=margin, size=size)
+    summary = extract_faces(src, out, spec=spec, detector_model=detector_model, label=label,
+                            n_frames=frames or DEFAULT_FRAMES, every=every, policy="all" if all_faces else "largest",
+                            workers=workers, progress=progress, overwrite=overwrite)
+    typer.echo(str(summary))
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(faces_app, name="faces", help="Face crops and pseudo-fakes for training.")

@@ -1,0 +1,327 @@
+"""Face extraction: images, videos and folders -> face crops and ``manifest.csv``.
+
+``extract_faces(src, out)`` finds media under ``src`` (recursively), decodes each file
+(:mod:`edge.media`: N uniform frames per video, or every k-th), detects faces with the
+spec's detector, crops each face with :func:`edge.faces.crop_face` and writes
+``out/crops/<path relative to src, no extension>[_f<frame>][_<face>].png`` plus one
+manifest row per crop. ``out/spec.json`` records the :class:`~edge.spec.PreprocessSpec`;
+an ``out`` made with another spec is refused. Rows are appended and flushed per source
+file, so a killed run loses nothing and a re-run skips every source already in the
+manifest. Bad input never stops a run: a file that cannot be read gets one row with the
+error (and no ``path``), an image or frame without a face gets a ``no face detected`` row.
+
+Labels come from ``label=`` or from the path: a folder named ``real``/``fake``
+(case-insensitive), FaceForensics++ ``original_sequences`` (real) and
+``manipulated_sequences/<Method>`` (fake, ``method=<Method>``), Celeb-DF ``Celeb-real``,
+``YouTube-real`` and ``Celeb-synthesis``. ``group`` is the video or image stem, so splits can
+keep the frames of one video together. Images with a ``<stem>_landmarks.csv`` beside them
+(``idx,x,y`` in image pixels, as ``london_faces`` ships) get those points mapped into the crop.
+
+Decoding and detection of one source file happen in :func:`_extract_source`, run in worker
+processes each holding its own :class:`~edge.faces.FaceDetector` (``workers=0``: in-process).
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..errors import ConfigError, FfdError, InputError
+from ..media import VideoReader, is_image, is_video, read_image
+from ..spec import PreprocessSpec
+from .crop import crop_face, transform_points
+from .detector import FaceDetector
+
+MANIFEST = "manifest.csv"
+SPEC_FILE = "spec.json"
+CROPS = "crops"
+MANIFEST_COLUMNS = ("path", "label", "method", "group", "source", "frame", "time_s", "face_index", "box",
+                    "landmarks", "dense_landmarks", "det_score", "error")
+NO_FACE = "no face detected"
+POLICIES = ("largest", "all")
+DEFAULT_FRAMES = 32  # frames per video, as DeepfakeBench samples
+
+_REAL_DIRS = {"real", "original_sequences", "celeb-real", "youtube-real"}
+_FAKE_DIRS = {"fake", "celeb-synthesis"}
+
+
+@dataclass
+class ExtractSummary:
+    """Counts of one run: ``files`` processed now, ``skipped`` already done, ``ignored`` not media."""
+
+    out: Path
+    files: int = 0
+    skipped: int = 0
+    ignored: int = 0
+    faces: int = 0
+    no_face: int = 0  # images or video frames without a face
+    errors: int = 0  # files that failed (or videos that decoded only in part)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        rate = self.files / self.seconds if self.seconds > 0 else 0.0
+        return (f"{self.files} files ({rate:.1f} files/s), {self.faces} faces, {self.no_face} without a face, "
+                f"{self.errors} errors, {self.skipped} already done, {self.ignored} not media -> "
+                f"{self.out / MANIFEST}")
+
+
+def infer_label(path: str | os.PathLike) -> tuple[str, str]:
+    """(label, method) from the nearest folder that names one; ("", "") when none does."""
+    parts = Path(path).absolute().parts[:-1]
+    for i in range(len(parts) - 1, -1, -1):
+        name = parts[i].lower()
+        if name == "manipulated_sequences":
+            return "fake", (parts[i + 1] if i + 1 < len(parts) else "")
+        if name in _REAL_DIRS:
+            return "real", ""
+        if name in _FAKE_DIRS:
+            return "fake", ""
+    return "", ""
+
+
+def find_media(src: Path, exclude: Path | None = None) -> tuple[list[Path], int]:
+    """Image and video files under ``src`` (sorted; hidden and ``exclude`` skipped) and the number ignored."""
+    if src.is_file():
+        return [src], 0
+    if not src.is_dir():
+        raise InputError("source not found", path=src, fix="pass an image, a video or a folder")
+    skip = None  # OUT inside SRC: never read our own crops back
+    if exclude is not None and src.resolve() in exclude.resolve().parents:
+        skip = exclude.resolve().relative_to(src.resolve()).parts
+    files, ignored = [], 0
+    for p in sorted(src.rglob("*")):
+        rel = p.relative_to(src).parts
+        if any(part.startswith(".") for part in rel) or (skip and rel[:len(skip)] == skip) or not p.is_file():
+            continue
+        if is_image(p) or is_video(p):
+            files.append(p)
+        elif not p.name.endswith("_landmarks.csv"):  # landmark sidecars are read with their image
+            ignored += 1
+    return files, ignored
+
+
+def _crop_keys(files: list[Path], src: Path) -> list[str]:
+    """Crop-name stem per file: its path relative to src without extension (with it where two collide)."""
+    rels = [Path(f.name) if src.is_file() else f.relative_to(src) for f in files]
+    stems = [r.with_suffix("").as_posix() for r in rels]
+    counts: dict[str, int] = {}
+    for s in stems:
+        counts[s] = counts.get(s, 0) + 1
+    return [s if counts[s] == 1 else r.as_posix().replace(".", "_") for s, r in zip(stems, rels)]
+
+
+def read_dense_landmarks(image_path: Path) -> np.ndarray | None:
+    """(K, 2) points from ``<stem>_landmarks.csv`` beside an image (``idx,x,y``), or None."""
+    side = image_path.with_name(f"{image_path.stem}_landmarks.csv")
+    if not side.is_file():
+        return None
+    try:
+        pts = np.loadtxt(side, delimiter=",", skiprows=1, usecols=(1, 2), ndmin=2)
+    except ValueError as e:
+        raise InputError(f"landmark file is malformed: {e}", path=side, fix="fix or remove the file") from e
+    return pts if pts.size else None
+
+
+def _json(points) -> str:
+    return "" if points is None else json.dumps(np.round(np.asarray(points, np.float64), 2).tolist(),
+                                                separators=(",", ":"))
+
+
+# --- per-file work (runs in a worker process) ----------------------------------------------------
+_STATE: dict = {}
+
+
+def _init_worker(spec_json: str, model_path: str | None, out: str, policy: str, n_frames: int | None,
+                 every: int | None) -> None:
+    """Worker-process initializer: one OpenCV thread, no FFmpeg chatter, its own detector."""
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    cv2.setNumThreads(1)
+    spec = PreprocessSpec.from_json(spec_json)
+    _STATE.update(spec=spec, detector=FaceDetector.from_spec(spec, model_path), out=Path(out), policy=policy,
+                  n_frames=n_frames, every=every)
+
+
+def _face_rows(image: np.ndarray, stem: str, base: dict, dense: np.ndarray | None = None,
+               frame: int | str = "", time_s: float | str = "") -> list[dict]:
+    import cv2
+
+    spec, out = _STATE["spec"], _STATE["out"]
+    where = {"frame": frame, "time_s": "" if time_s == "" else round(float(time_s), 3)}
+    dets = _STATE["detector"].detect(image)
+    if not dets:
+        return [{**base, **where, "error": NO_FACE}]
+    if _STATE["policy"] == "largest":
+        dets = dets[:1]
+    centre = None if dense is None else dense.mean(axis=0)
+    rows = []
+    for i, det in enumerate(dets):
+        crop, m = crop_face(image, det, spec)
+        rel = f"{CROPS}/{stem}{'' if _STATE['policy'] == 'largest' else f'_{i}'}.png"
+        ok, png = cv2.imencode(".png", crop)
+        if not ok:
+            raise RuntimeError(f"OpenCV could not encode a crop for {rel}")
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(png.tobytes())
+        x, y, w, h = det.box
+        mine = centre is not None and x <= centre[0] <= x + w and y <= centre[1] <= y + h
+        rows.append({**base, **where, "path": rel, "face_index": i, "box": _json(det.box),
+                     "landmarks": "" if det.landmarks is None else _json(transform_points(det.landmarks, m)),
+                     "dense_landmarks": _json(transform_points(dense, m)) if mine else "",
+                     "det_score": round(float(det.score), 4), "error": ""})
+    return rows
+
+
+def _extract_source(task: tuple[str, str, str, str, str]) -> list[dict]:
+    """Decode one file, detect and crop its faces: manifest rows (an error row if it fails)."""
+    import cv2
+
+    source, key, label, method, group = task
+    path = Path(source)
+    base = {"label": label, "method": method, "group": group, "source": source}
+    rows: list[dict] = []
+    try:
+        if is_video(path):
+            with VideoReader(path) as reader:
+                for idx, t, frame in reader.frames(n_frames=_STATE["n_frames"], every=_STATE["every"]):
+                    rows += _face_rows(frame, f"{key}_f{idx:06d}", base, frame=idx, time_s=t)
+                if reader.truncated:
+                    rows.append({**base, "error": f"video truncated: {reader.decoded} of "
+                                                  f"{reader.info.frame_count} frames decode"})
+        else:
+            image = read_image(path)
+            rows += _face_rows(image, key, base, dense=read_dense_landmarks(path))
+    except (FfdError, cv2.error) as e:  # bad input: record it, the run goes on
+        msg = e.message if isinstance(e, FfdError) else f"OpenCV error: {str(e).strip().splitlines()[-1]}"
+        rows.append({**base, "error": msg})
+    return rows
+
+
+def _imap_unordered(pool: ProcessPoolExecutor, fn, items: Iterable, max_pending: int) -> Iterator:
+    """pool.map without order and with at most ``max_pending`` tasks queued (bounded memory)."""
+    it = iter(items)
+    pending = {pool.submit(fn, x) for x in itertools.islice(it, max_pending)}
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        for fut in done:
+            for x in itertools.islice(it, 1):
+                pending.add(pool.submit(fn, x))
+            yield fut.result()
+
+
+# --- the run ------------------------------------------------------------------------------------------
+def _prepare_out(out: Path, spec: PreprocessSpec, overwrite: bool) -> set[str]:
+    """Check/refresh ``out``; return the sources its manifest already holds."""
+    spec_file, manifest = out / SPEC_FILE, out / MANIFEST
+    if overwrite:
+        for p in (spec_file, manifest):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(out / CROPS, ignore_errors=True)
+    if spec_file.is_file():
+        try:
+            old = PreprocessSpec.from_json(spec_file.read_text())
+        except (ValueError, TypeError, FfdError) as e:
+            raise ConfigError(f"{SPEC_FILE} is unreadable: {e}", path=spec_file,
+                              fix="choose a new OUT folder or pass --overwrite") from e
+        if old.fingerprint() != spec.fingerprint():
+            diff = {k: (v, spec.to_dict()[k]) for k, v in old.to_dict().items() if spec.to_dict()[k] != v}
+            raise ConfigError(f"OUT was extracted with another preprocessing spec (was, now: {diff})", path=out,
+                              fix="choose a new OUT folder, or pass --overwrite to start it again")
+    elif manifest.is_file():
+        raise ConfigError(f"OUT has a {MANIFEST} but no {SPEC_FILE}", path=out,
+                          fix="choose a new OUT folder or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
+    if not manifest.is_file():
+        return set()
+    with manifest.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
+            raise ConfigError(f"{MANIFEST} has other columns than {list(MANIFEST_COLUMNS)}", path=manifest,
+                              fix="choose a new OUT folder or pass --overwrite")
+        return {row["source"] for row in reader}
+
+
+def extract_faces(src: str | os.PathLike, out: str | os.PathLike, *, spec: PreprocessSpec = PreprocessSpec(),
+                  detector_model: str | os.PathLike | None = None, label: str | None = None,
+                  n_frames: int | None = DEFAULT_FRAMES, every: int | None = None, policy: str = "largest",
+                  workers: int | None = None, progress: bool = True, overwrite: bool = False) -> ExtractSummary:
+    """Extract face crops from an image, a video or a folder into ``out`` (crops, manifest, spec).
+
+    ``every`` (every k-th frame) replaces ``n_frames`` (N uniform frames per video);
+    ``policy``: "largest" face per image/frame, or "all" faces (crop names get ``_<index>``);
+    ``workers``: decoding/detection processes (default ``min(4, cpus)``; 0 runs in-process).
+    """
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    src, out = Path(src), Path(out)
+    if every is not None:
+        n_frames = None
+    if policy not in POLICIES:
+        raise ConfigError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if label not in (None, "", "real", "fake"):
+        raise ConfigError(f"label must be real or fake, got {label!r}")
+    if (n_frames is not None and n_frames < 1) or (every is not None and every < 1):
+        raise ConfigError("frames per video and every-k must be >= 1")
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    files, ignored = find_media(src, exclude=out)
+    detector = FaceDetector.from_spec(spec, detector_model)  # fails here, once, if the model is missing
+    done = _prepare_out(out, spec, overwrite)
+
+    tasks = []
+    for f, key in zip(files, _crop_keys(files, src)):
+        source = str(f.absolute())
+        if source in done:
+            continue
+        lab, method = (label, "") if label else infer_label(f)
+        tasks.append((source, key, lab, method, f.stem))
+    summary = ExtractSummary(out=out, skipped=len(files) - len(tasks), ignored=ignored)
+    init = (spec.to_json(), str(detector.model_path) if spec.detector == "yunet" else None, str(out), policy,
+            n_frames, every)
+    workers = min(workers, len(tasks))
+    manifest = out / MANIFEST
+    new = not manifest.is_file()
+    pool = None
+    try:
+        if workers <= 1:
+            _STATE.update(spec=spec, detector=detector, out=out, policy=policy, n_frames=n_frames, every=every)
+            results: Iterator[list[dict]] = map(_extract_source, tasks)
+        else:
+            import multiprocessing
+
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker, initargs=init)
+            results = _imap_unordered(pool, _extract_source, tasks, max_pending=4 * workers)
+        with manifest.open("a", newline="") as fh, tqdm(total=len(tasks), unit="file", disable=not progress,
+                                                        dynamic_ncols=True) as bar:
+            writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, restval="")
+            if new:
+                writer.writeheader()
+            for rows in results:
+                writer.writerows(rows)
+                fh.flush()  # per source file: a killed run loses nothing
+                summary.files += 1
+                summary.faces += sum(1 for r in rows if r.get("path"))
+                summary.no_face += sum(1 for r in rows if r["error"] == NO_FACE)
+                summary.errors += any(r["error"] and r["error"] != NO_FACE for r in rows)
+                bar.set_postfix(faces=summary.faces, errors=summary.errors, refresh=False)
+                bar.update(1)
+    finally:
+        _STATE.clear()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    summary.seconds = time.perf_counter() - t0
+    return summary
