@@ -1,0 +1,133 @@
+"""The torch face dataset: crops -> ``edge.spec.preprocess`` tensors, optionally doubled with SBI fakes.
+
+``FaceDataset(samples, spec, sbi=SBIConfig())`` yields ``(float32 CHW tensor, label)``. Items
+``i < N`` are the samples themselves; with ``sbi`` every *real* sample j also yields a
+self-blended pseudo-fake (Shiohara & Yamasaki, CVPR 2022; :mod:`train.sbi`) at index
+``N + j``, label 1, method ``"sbi"``. Crops are read with ``cv2.imread``, resized to the spec's
+size with :func:`edge.spec.resize_crop` (landmarks follow), blended at that size (cheap on 2
+cores), lightly augmented when ``augment`` and normalised with :func:`edge.spec.preprocess`, the
+one path shared with calibration and the runtime. Randomness is drawn from
+``np.random.default_rng([seed, epoch, index])`` so a run reproduces exactly; call
+``set_epoch(e)`` each epoch to get new blends.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from edge.errors import DatasetError, InputError
+from edge.spec import PreprocessSpec, preprocess, resize_crop
+
+from ..sbi import SBIConfig, self_blend
+from .samples import FAKE, REAL, Sample
+
+
+def _scaled(points, sx: float, sy: float):
+    if points is None:
+        return None
+    return np.asarray(points, np.float64) * (sx, sy)
+
+
+def read_crop(path: str) -> np.ndarray:
+    """uint8 BGR image or InputError naming the file."""
+    import cv2
+
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        from pathlib import Path
+
+        p = Path(path)
+        why = "file not found" if not p.exists() else "file is empty (0 bytes)" if p.stat().st_size == 0 \
+            else "cannot decode image"
+        raise InputError(why, path=path, fix="re-extract the faces or remove the file from the dataset")
+    return img
+
+
+def augment_crop(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Light augmentation for both classes alike: h-flip, mild JPEG re-encoding, brightness."""
+    import cv2
+
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    if rng.random() < 0.3:
+        q = int(rng.integers(60, 96))
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img), [cv2.IMWRITE_JPEG_QUALITY, q])
+        if ok:
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if rng.random() < 0.3:
+        img = np.clip(img.astype(np.int16) + int(rng.integers(-20, 21)), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(img)
+
+
+class FaceDataset(Dataset):
+    """Face crops as model inputs; see the module docstring for indexing and seeding."""
+
+    def __init__(self, samples: Sequence[Sample], spec: PreprocessSpec, sbi: SBIConfig | None = None,
+                 seed: int = 0, augment: bool = False):
+        self.samples = list(samples)
+        if not self.samples:
+            raise DatasetError("FaceDataset got no samples", fix="check the dataset path and split fractions")
+        bad = [s for s in self.samples if s.label not in (REAL, FAKE)]
+        if bad:
+            raise DatasetError(f"{len(bad)} samples have no real/fake label", path=bad[0].path,
+                               fix="load_samples(path, label='real') for a folder of real faces")
+        videos = [s for s in self.samples if s.is_video]
+        if videos:
+            raise DatasetError(f"{len(videos)} samples are videos; extract their faces first", path=videos[0].path,
+                               fix="ffd faces extract SRC OUT, then load OUT")
+        self.spec, self.sbi, self.seed, self.augment = spec, sbi, int(seed), bool(augment)
+        self.epoch = 0
+        self._reals = [i for i, s in enumerate(self.samples) if s.label == REAL] if sbi is not None else []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples) + len(self._reals)
+
+    def sample(self, index: int) -> Sample:
+        """The sample behind item ``index`` (pseudo-fakes: the real source with label 1, method sbi)."""
+        n = len(self.samples)
+        if index < n:
+            return self.samples[index]
+        return replace(self.samples[self._reals[index - n]], label=FAKE, method="sbi")
+
+    @property
+    def labels(self) -> list[int]:
+        return [s.label for s in self.samples] + [FAKE] * len(self._reals)
+
+    def load(self, index: int) -> tuple[np.ndarray, int]:
+        """Item ``index`` as a uint8 BGR crop at the spec's size (before normalisation) and its label."""
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        n = len(self.samples)
+        s = self.samples[index if index < n else self._reals[index - n]]
+        raw = read_crop(s.path)
+        img = resize_crop(raw, self.spec)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        label = s.label
+        if index >= n:
+            sx, sy = img.shape[1] / raw.shape[1], img.shape[0] / raw.shape[0]
+            img, _ = self_blend(img, _scaled(s.landmarks, sx, sy), _scaled(s.dense_landmarks, sx, sy),
+                                rng=rng, cfg=self.sbi)
+            label = FAKE
+        if self.augment:
+            img = augment_crop(img, rng)
+        return img, label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        img, label = self.load(index)
+        return torch.from_numpy(preprocess([img], self.spec)[0]), label
+
+
+def make_loader(dataset: FaceDataset, batch_size: int = 64, shuffle: bool = True, num_workers: int = 0,
+                seed: int = 0, drop_last: bool = False) -> DataLoader:
+    """A DataLoader with a seeded shuffle (items themselves are seeded by the dataset)."""
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=g,
+                      drop_last=drop_last, persistent_workers=num_workers > 0)
