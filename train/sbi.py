@@ -198,10 +198,6 @@ def self_blend(crop_bgr: np.ndarray, landmarks=None, dense_landmarks=None, *, rn
 
 
 # --- writing samples for inspection ------------------------------------------------------------
-_MANIFEST_COLS = ("path", "label", "method", "group", "source", "frame", "time_s", "face_index", "box",
-                  "landmarks", "dense_landmarks", "det_score", "error")
-
-
 def write_blends(src: str | os.PathLike, out: str | os.PathLike, n: int = 16, seed: int = 0,
                  cfg: SBIConfig = SBIConfig()) -> Path:
     """Write ``n`` pseudo-fakes (``*_sbi.png``) and their masks (``*_mask.png``) from the real crops
@@ -210,6 +206,7 @@ def write_blends(src: str | os.PathLike, out: str | os.PathLike, n: int = 16, se
     Sample i uses ``np.random.default_rng([seed, i])``. Returns the manifest path."""
     import cv2
 
+    from edge.faces.extract import MANIFEST_COLUMNS
     from train.data.samples import REAL, UNLABELLED, detect_layout, load_samples
 
     label = "real" if detect_layout(src) == "images" else None
@@ -238,7 +235,7 @@ def write_blends(src: str | os.PathLike, out: str | os.PathLike, n: int = 16, se
                      "dense_landmarks": json.dumps(s.dense_landmarks) if s.dense_landmarks else ""})
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=_MANIFEST_COLS, restval="")
+        w = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, restval="")
         w.writeheader()
         w.writerows(rows)
     return manifest

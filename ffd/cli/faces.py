@@ -47,5 +47,19 @@ def extract(
     typer.echo(str(summary))
 
 
+@faces_app.command("blend")
+def blend(
+    src: Annotated[Path, typer.Argument(help="An extraction folder (from `ffd faces extract`) or a folder of real face crops.")],
+    out: Annotated[Path, typer.Argument(help="Output folder: *_sbi.png, *_mask.png and manifest.csv.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of pseudo-fakes to write.")] = 16,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same images).")] = 0,
+):
+    """Write self-blended pseudo-fakes (SBI, Shiohara & Yamasaki 2022) and their masks for inspection."""
+    from train.sbi import write_blends
+
+    manifest = write_blends(src, out, n=n, seed=seed)
+    typer.echo(f"wrote {manifest}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(faces_app, name="faces", help="Face crops and pseudo-fakes for training.")
