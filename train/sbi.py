@@ -45,7 +45,7 @@ class SBIConfig:
     brightness: float = 0.1  # max brightness offset (fraction of 255)
     contrast: float = 0.1  # max relative contrast change
     color_p: float = 1.0  # probability of the colour perturbation
-    downscale: tuple[float, float] = (0.25, 0.5)  # downscale-upscale factor range (frequency branch)
+    downscale: tuple[float, float] = (0.5, 0.8)  # downscale-upscale factor (paper: 0.25-0.5 at 380 px; crops here are ~128 px)
     sharpen: tuple[float, float] = (0.2, 0.5)  # unsharp-mask strength range (the other frequency branch)
     freq_p: float = 1.0  # probability of a frequency perturbation (downscale or sharpen, 50/50)
     scale: tuple[float, float] = (0.95, 1.05)  # source warp: per-axis scale range
