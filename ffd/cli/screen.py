@@ -1,8 +1,47 @@
-"""Commands of this area are registered here (see ffd/cli/__init__.py)."""
+"""``ffd screen ARCHIVE...``: screen videos and images into a resumable SQLite database (edge.screen)."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from .options import Backend, DetectorModel, Workers
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("screen")
+    def screen(
+        archive: Annotated[list[Path], typer.Argument(help="Folders (searched recursively) and/or files.")],
+        model: Annotated[Path, typer.Option("--model", "-m", help="Model: .onnx or .engine.")],
+        db: Annotated[Path, typer.Option("--db", help="SQLite results database (created; resumed if it exists).")]
+        = Path("ffd_screen.sqlite"),
+        frames: Annotated[int, typer.Option("--frames", "-n", min=1, help="Frames sampled uniformly per video.")] = 32,
+        every_s: Annotated[Optional[float], typer.Option(
+            "--every-s", help="Sample one frame every K seconds instead of --frames (e.g. 0.5 = 2 fps).")] = None,
+        aggregate: Annotated[str, typer.Option(
+            "--aggregate", help="Video score from frame scores: mean (default), max or topk:K.")] = "mean",
+        max_faces: Annotated[int, typer.Option("--max-faces", min=1, help="Largest faces scored per frame.")] = 4,
+        workers: Workers = 2,
+        backend: Backend = "auto",
+        detector_model: DetectorModel = None,
+        retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Screen failed files again.")] = False,
+        report: Annotated[Optional[Path], typer.Option("--report", help="Write a single-file HTML report.")] = None,
+        export: Annotated[Optional[Path], typer.Option("--export", help="Write rows to .csv/.json/.jsonl.")] = None,
+        ray: Annotated[Optional[str], typer.Option(
+            "--ray", help="Run on Ray: 'local' (start one here), 'auto' or HOST:PORT of a cluster.")] = None,
+        limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Screen at most N files this run.")] = None,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
+    ):
+        """Screen an archive: per-file score, label and evidence in SQLite; resumable; report and export."""
+        from edge.screen import ScreenSettings, screen_archive
+
+        settings = ScreenSettings(n_frames=frames, every_s=every_s, aggregation=aggregate, max_faces=max_faces)
+        s = screen_archive(archive, model, db, settings=settings, workers=workers, backend=backend,
+                           detector_model=detector_model, retry_errors=retry_errors, report=report, export=export,
+                           ray_address=ray, progress=progress, limit=limit)
+        typer.echo(json.dumps(s))
+        typer.echo(f"{s['screened']} files screened ({s['done']} scored, {s['no_face']} without a face, "
+                   f"{s['error']} failed), {s['skipped']} already done; {s['video_s']:.0f} video-s in "
+                   f"{s['wall_s']:.1f} s = {s['realtime_factor']:.1f}x real time -> {db}", err=True)

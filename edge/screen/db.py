@@ -1,0 +1,178 @@
+"""The screening results database: SQLite, one row per file, committed per file.
+
+Schema (table ``results``; ``meta`` holds ``schema_version``)::
+
+    path TEXT PRIMARY KEY   -- absolute path
+    size INTEGER, mtime REAL -- from stat(); a changed file is screened again
+    content_hash TEXT       -- sha256 of (size, first MiB, last MiB), hex; fast on any file size
+    kind TEXT               -- video | image | other
+    status TEXT             -- done | no_face | error
+    score REAL, label TEXT  -- aggregated P(fake) and its label (NULL unless done)
+    aggregation TEXT        -- mean | max | topk:K
+    faces_seen INTEGER      -- faces found over all sampled frames
+    n_frames INTEGER        -- frames sampled and decoded
+    duration_s REAL         -- video length (0 for images)
+    error TEXT, error_type TEXT -- why a file failed (status error)
+    model_id TEXT, threshold REAL -- ModelCard.model_id() and the threshold used
+    settings TEXT           -- JSON of the sampling/aggregation settings
+    evidence TEXT           -- JSON list, one item per sampled frame: {frame, t, score, faces, box}
+    thumb BLOB              -- JPEG of the most suspicious face (small), or NULL
+    elapsed_s REAL, screened_at TEXT
+
+The database runs in WAL mode with ``synchronous=NORMAL``: every committed row survives the
+process being killed (only a power loss can drop the last commits), and readers (reports,
+exports) never block the writer. A file is *finished* when its row matches its current size
+and mtime and was produced with the same ``model_id`` and settings; re-running skips it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import ConfigError, FfdError
+
+SCHEMA_VERSION = 1
+MIB = 1 << 20
+
+COLUMNS = ("path", "size", "mtime", "content_hash", "kind", "status", "score", "label", "aggregation",
+           "faces_seen", "n_frames", "duration_s", "error", "error_type", "model_id", "threshold", "settings",
+           "evidence", "thumb", "elapsed_s", "screened_at")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    path TEXT PRIMARY KEY,
+    size INTEGER, mtime REAL, content_hash TEXT, kind TEXT,
+    status TEXT NOT NULL CHECK (status IN ('done', 'no_face', 'error')),
+    score REAL, label TEXT, aggregation TEXT, faces_seen INTEGER, n_frames INTEGER, duration_s REAL,
+    error TEXT, error_type TEXT, model_id TEXT, threshold REAL, settings TEXT, evidence TEXT, thumb BLOB,
+    elapsed_s REAL, screened_at TEXT
+);
+CREATE INDEX IF NOT EXISTS results_score ON results (score DESC);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+class ResultsWriteError(FfdError):
+    """The results database cannot be written (disk full, read-only, removed)."""
+
+
+def content_hash(path: str | os.PathLike, chunk: int = MIB) -> str:
+    """sha256 over the size and the first and last ``chunk`` bytes: cheap, and catches edits and truncation."""
+    p = Path(path)
+    size = p.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(p, "rb") as f:
+        h.update(f.read(chunk))
+        if size > chunk:
+            f.seek(max(chunk, size - chunk))
+            h.update(f.read(chunk))
+    return h.hexdigest()
+
+
+class ResultsDB:
+    """``ResultsDB(path)``: open/create; ``put(row)`` commits one file; ``finished(...)`` for resume."""
+
+    def __init__(self, path: str | os.PathLike, readonly: bool = False):
+        self.path = Path(path)
+        try:
+            if readonly:
+                if not self.path.is_file():
+                    raise ConfigError("results database not found", path=self.path,
+                                      fix="run `ffd screen ARCHIVE --db PATH` first")
+                self.con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            else:
+                if not self.path.parent.is_dir():
+                    raise ConfigError("the folder of the results database does not exist", path=self.path.parent,
+                                      fix="create it or pass --db in an existing folder")
+                self.con = sqlite3.connect(str(self.path), timeout=30)
+                self.con.execute("PRAGMA journal_mode=WAL")
+                self.con.execute("PRAGMA synchronous=NORMAL")
+                self.con.executescript(_SCHEMA)
+                self.con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                self.con.commit()
+        except sqlite3.DatabaseError as e:  # OperationalError (read-only, disk full), corrupt file
+            raise ConfigError(f"cannot open the results database: {e}", path=self.path,
+                              fix="use a writable folder with free space (--db PATH), or remove a corrupt file") from e
+
+    def put(self, row: dict) -> None:
+        """Insert or replace the row of ``row['path']`` and commit (one transaction per file)."""
+        vals = [row.get(c) for c in COLUMNS]
+        try:
+            with self.con:
+                self.con.execute(f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) "
+                                 f"VALUES ({', '.join('?' * len(COLUMNS))})", vals)
+        except sqlite3.OperationalError as e:
+            raise ResultsWriteError(f"cannot write the result of a file to the database: {e}", path=self.path,
+                                    fix="free disk space or make the folder writable, then re-run the same "
+                                        "command: finished files are kept and skipped") from e
+
+    def finished(self, model_id: str, settings: str, retry_errors: bool = False) -> dict[str, tuple]:
+        """``{path: (size, mtime)}`` of rows made by this model and settings (errors too unless ``retry_errors``)."""
+        q = "SELECT path, size, mtime FROM results WHERE model_id = ? AND settings = ?"
+        if retry_errors:
+            q += " AND status != 'error'"
+        return {p: (s, m) for p, s, m in self.con.execute(q, (model_id, settings))}
+
+    def rows(self, order: str = "suspicious") -> Iterator[dict]:
+        """All rows as dicts; ``suspicious``: done rows by score (highest first), then no_face, then errors."""
+        sql = "SELECT * FROM results"
+        if order == "suspicious":
+            sql += (" ORDER BY CASE status WHEN 'done' THEN 0 WHEN 'no_face' THEN 1 ELSE 2 END,"
+                    " score DESC, path")
+        else:
+            sql += " ORDER BY path"
+        cur = self.con.execute(sql)
+        names = [d[0] for d in cur.description]
+        for r in cur:
+            yield dict(zip(names, r))
+
+    def count(self) -> dict[str, int]:
+        return dict(self.con.execute("SELECT status, COUNT(*) FROM results GROUP BY status").fetchall())
+
+    def integrity_ok(self) -> bool:
+        return self.con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def export(db_path: str | os.PathLike, out: str | os.PathLike) -> int:
+    """Write the rows to ``.csv``, ``.json`` or ``.jsonl`` (without thumbnails); returns the row count."""
+    import csv
+
+    out = Path(out)
+    cols = [c for c in COLUMNS if c != "thumb"]
+    with ResultsDB(db_path, readonly=True) as db:
+        rows = [{c: r[c] for c in cols} for r in db.rows()]
+    fmt = out.suffix.lower()
+    try:
+        if fmt == ".csv":
+            with open(out, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=cols)
+                w.writeheader()
+                w.writerows(rows)
+        elif fmt in (".json", ".jsonl"):
+            for r in rows:
+                for k in ("evidence", "settings"):
+                    r[k] = json.loads(r[k]) if r[k] else None
+            with open(out, "w") as f:
+                if fmt == ".json":
+                    json.dump(rows, f, indent=1)
+                else:
+                    f.writelines(json.dumps(r) + "\n" for r in rows)
+        else:
+            raise ConfigError(f"unknown export format {fmt!r}", path=out, fix="name the file .csv, .json or .jsonl")
+    except OSError as e:
+        raise ConfigError(f"cannot write the export: {e.strerror or e}", path=out,
+                          fix="use a writable folder with free space") from e
+    return len(rows)

@@ -1,0 +1,107 @@
+"""A single-file HTML report of a screening database: most suspicious files first.
+
+Each row shows the rank, a thumbnail of the most suspicious face (inline base64 JPEG), the
+path, score and label, faces and frames, and a timeline of the per-frame scores as an
+inline SVG with the model's threshold as a dashed line. Files without faces and files that
+failed follow, with their errors. Every string that comes from the archive or the database
+(paths, errors, labels, model ids) is HTML-escaped, so a file named ``<script>…`` is text.
+No JavaScript, no external resources.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from html import escape
+from pathlib import Path
+
+from ..errors import ConfigError
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;
+vertical-align:middle}th{background:#f4f4f4}.fake{color:#b00;font-weight:bold}.real{color:#070}
+.uncertain{color:#a60}.err{color:#777}.path{font-family:monospace;word-break:break-all;max-width:40em}
+img{width:64px;height:64px;image-rendering:auto;border-radius:4px}"""
+
+
+def timeline_svg(evidence: list[dict], threshold: float | None, w: int = 240, h: int = 48) -> str:
+    """Per-frame scores over time as a polyline (no-face frames are gaps), threshold dashed."""
+    pts = [(e.get("t") or 0.0, e.get("score")) for e in evidence]
+    if not pts:
+        return ""
+    t_max = max(t for t, _ in pts) or 1.0
+    X = lambda t: 2 + (w - 4) * (t / t_max if len(pts) > 1 else 0.5)  # noqa: E731
+    Y = lambda s: 2 + (h - 4) * (1.0 - s)  # noqa: E731
+    segs, cur = [], []
+    for t, s in pts:
+        if s is None:
+            if cur:
+                segs.append(cur)
+            cur = []
+        else:
+            cur.append(f"{X(t):.1f},{Y(s):.1f}")
+    if cur:
+        segs.append(cur)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">',
+             f'<rect x="0" y="0" width="{w}" height="{h}" fill="#fafafa" stroke="#ccc"/>']
+    if threshold is not None:
+        parts.append(f'<line x1="0" x2="{w}" y1="{Y(threshold):.1f}" y2="{Y(threshold):.1f}" '
+                     'stroke="#999" stroke-dasharray="3,3"/>')
+    for seg in segs:
+        if len(seg) == 1:
+            x, y = seg[0].split(",")
+            parts.append(f'<circle cx="{x}" cy="{y}" r="2" fill="#c00"/>')
+        else:
+            parts.append(f'<polyline fill="none" stroke="#c00" stroke-width="1.5" points="{" ".join(seg)}"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render(rows: list[dict], title: str = "ffd screen report") -> str:
+    """The HTML document for ``rows`` (already in report order)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    fakes = sum(1 for r in rows if r.get("label") == "fake")
+    models = sorted({r["model_id"] for r in rows if r.get("model_id")})
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
+           f"<h1>{escape(title)}</h1>",
+           f"<p>{len(rows)} files: {counts.get('done', 0)} scored ({fakes} labelled fake), "
+           f"{counts.get('no_face', 0)} without a face, {counts.get('error', 0)} failed. "
+           f"Model: {escape(', '.join(models) or '-')}. Generated {escape(time.strftime('%Y-%m-%d %H:%M'))}.</p>",
+           "<table><tr><th>#</th><th>face</th><th>file</th><th>score</th><th>label</th><th>faces / frames</th>"
+           "<th>score over time</th><th>note</th></tr>"]
+    for i, r in enumerate(rows, 1):
+        thumb = ""
+        if r.get("thumb"):
+            thumb = f'<img alt="face" src="data:image/jpeg;base64,{base64.b64encode(r["thumb"]).decode()}">'
+        ev = json.loads(r["evidence"]) if r.get("evidence") else []
+        score = "" if r.get("score") is None else f"{r['score']:.3f}"
+        label = r.get("label") or r["status"].replace("_", " ")
+        cls = r.get("label") or "err"
+        note = r.get("error") or ""
+        if note:
+            note = f'{escape(r.get("error_type") or "error")}: {escape(note)}'
+        out.append(f"<tr><td>{i}</td><td>{thumb}</td><td class=\"path\">{escape(str(r['path']))}</td>"
+                   f"<td>{score}</td><td class=\"{escape(cls)}\">{escape(label)}</td>"
+                   f"<td>{r.get('faces_seen') or 0} / {r.get('n_frames') or 0}</td>"
+                   f"<td>{timeline_svg(ev, r.get('threshold'))}</td><td class=\"err\">{note}</td></tr>")
+    out.append("</table></body></html>")
+    return "\n".join(out)
+
+
+def write_report(db_path: str | os.PathLike, out: str | os.PathLike, title: str = "ffd screen report") -> Path:
+    """Render the database at ``db_path`` into the single HTML file ``out``."""
+    from .db import ResultsDB
+
+    out = Path(out)
+    with ResultsDB(db_path, readonly=True) as db:
+        rows = list(db.rows("suspicious"))
+    try:
+        out.write_text(render(rows, title), encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot write the report: {e.strerror or e}", path=out,
+                          fix="use a writable folder with free space") from e
+    return out

@@ -1,0 +1,393 @@
+"""``ffd screen``: score every video and image of an archive into a resumable SQLite database.
+
+Steps per file (:func:`sample_file` then :func:`finish_row`, the same in-process, in worker
+processes and on Ray):
+
+1. *Sampling*: ``n_frames`` frames spread uniformly over the video (default 32, the centres of
+   equal segments), or one frame every ``every_s`` seconds. An image is one frame.
+2. *Faces*: the model's face detector on each sampled frame; the ``max_faces`` largest faces
+   are cropped with the model's spec and classified in one batch.
+3. *Aggregation* (documented rule): a frame's score is the highest P(fake) among its faces
+   (a frame is as suspicious as its most suspicious face); the file's score aggregates the
+   scores of frames that have a face: ``mean`` (default, as the seed papers evaluate videos),
+   ``max``, or ``topk:K`` (mean of the K highest). Frames without a face do not count; a file
+   where no sampled frame has a face gets status ``no_face`` and no score. The label is the
+   model card's label of that score (its threshold and uncertain band).
+4. *Evidence*: per sampled frame ``{frame, t, score, faces, box}`` and a thumbnail of the
+   most suspicious face are kept in the row (see :mod:`edge.screen.db`).
+
+Errors of one file (corrupt, truncated, zero-length, audio-only, unsupported) become a row
+with status ``error`` and the message; they never stop the screening. Decoding runs in
+``workers`` processes (each with its own detector and runner, one thread each); the main
+process writes each row as soon as it arrives, in its own transaction, so a killed run
+loses only the files in flight and re-running the same command resumes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, FfdError, InputError
+from .db import ResultsDB, content_hash
+
+AGGREGATIONS = ("mean", "max", "topk:K")
+
+
+@dataclass(frozen=True)
+class ScreenSettings:
+    """Sampling and aggregation; part of the resume key (changing them re-screens)."""
+
+    n_frames: int | None = 32
+    every_s: float | None = None
+    aggregation: str = "mean"
+    max_faces: int = 4
+
+    def __post_init__(self):
+        if self.every_s is not None:
+            object.__setattr__(self, "n_frames", None)
+            if self.every_s <= 0:
+                raise ConfigError(f"--every-s must be > 0, got {self.every_s}")
+        elif not self.n_frames or self.n_frames < 1:
+            raise ConfigError("give --frames N (N >= 1) or --every-s SECONDS")
+        parse_aggregation(self.aggregation)
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def parse_aggregation(how: str) -> tuple[str, int]:
+    if how in ("mean", "max"):
+        return how, 0
+    if how.startswith("topk:") and how[5:].isdigit() and int(how[5:]) >= 1:
+        return "topk", int(how[5:])
+    raise ConfigError(f"unknown aggregation {how!r}", fix="use mean, max or topk:K (e.g. topk:5)")
+
+
+def aggregate(frame_scores: Sequence[float], how: str = "mean") -> float | None:
+    """The file's score from the scores of frames that have a face (None if there are none)."""
+    s = np.asarray([x for x in frame_scores if x is not None], np.float64)
+    if s.size == 0:
+        return None
+    kind, k = parse_aggregation(how)
+    if kind == "mean":
+        return float(s.mean())
+    if kind == "max":
+        return float(s.max())
+    return float(np.sort(s)[::-1][:k].mean())
+
+
+# --- discovery --------------------------------------------------------------------------------
+def discover(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
+    """``[(absolute path, kind)]``: folders searched recursively for videos and images; files as given.
+
+    Files named explicitly keep whatever extension they have (an unsupported one becomes an
+    error row); inside folders only video/image extensions are taken.
+    """
+    from ..media import is_image, is_video
+
+    def kind(p: Path) -> str:
+        return "video" if is_video(p) else "image" if is_image(p) else "other"
+
+    out: dict[Path, str] = {}
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and (is_video(f) or is_image(f)):
+                    out.setdefault(f.resolve(), kind(f))
+        elif p.exists():
+            out.setdefault(p.resolve(), kind(p))
+        else:
+            raise InputError("no such file or folder", path=p, fix="check the archive path")
+    return sorted(out.items())
+
+
+# --- one file: sample + detect, then classify + aggregate -------------------------------------
+@dataclass
+class FileSample:
+    """What decoding and detection found in one file (picklable; crops travel to the classifier)."""
+
+    path: str
+    kind: str
+    duration_s: float = 0.0
+    frames: list = field(default_factory=list)  # [{frame, t, faces, boxes}]
+    crops: np.ndarray | None = None  # (K, S, S, 3) uint8 BGR
+    crop_frame: list = field(default_factory=list)  # index into frames for each crop
+    error: str | None = None
+    error_type: str | None = None
+    elapsed_s: float = 0.0
+
+
+def _iter_frames(path: str, kind: str, settings: ScreenSettings, sample: FileSample):
+    from ..media import VideoReader, read_image
+
+    if kind == "image":
+        yield 0, 0.0, read_image(path)
+        return
+    if kind != "video":
+        raise InputError(f"unsupported file type {Path(path).suffix or '(no extension)'!r}", path=path,
+                         fix="screen videos (.mp4, .avi, .mkv, ...) or images (.jpg, .png, ...)")
+    with VideoReader(path) as r:
+        info = r.info
+        sample.duration_s = info.duration_s
+        if settings.every_s is not None and info.fps > 0:
+            frames = r.frames(every=max(1, round(info.fps * settings.every_s)))
+        else:
+            n = settings.n_frames or max(1, math.ceil(info.duration_s / (settings.every_s or 1.0)))
+            frames = r.frames(n_frames=n)
+        for item in frames:
+            yield item
+        if r.decoded and info.fps and (not info.frame_count or r.truncated):
+            sample.duration_s = r.decoded / info.fps
+
+
+def sample_file(path: str, kind: str, settings: ScreenSettings, detector, spec) -> FileSample:
+    """Decode the sampled frames of one file, detect faces, crop them. Errors go into the sample."""
+    import cv2
+
+    from ..faces import crop_face
+
+    t0 = time.perf_counter()
+    s = FileSample(path=str(path), kind=kind)
+    crops = []
+    try:
+        for idx, t, frame in _iter_frames(str(path), kind, settings, s):
+            dets = detector.detect(frame)[: settings.max_faces]
+            s.frames.append({"frame": int(idx), "t": round(float(t), 3), "faces": len(dets),
+                             "boxes": [[round(float(v), 1) for v in d.box] for d in dets]})
+            for d in dets:
+                crops.append(crop_face(frame, d, spec)[0])
+                s.crop_frame.append(len(s.frames) - 1)
+    except FfdError as e:
+        s.error, s.error_type = e.message, type(e).__name__
+    except (cv2.error, OSError, MemoryError) as e:  # decoder failures of this one file
+        s.error, s.error_type = str(e).strip().splitlines()[-1][:500] or type(e).__name__, type(e).__name__
+    if crops:
+        s.crops = np.stack(crops)
+    s.elapsed_s = time.perf_counter() - t0
+    return s
+
+
+def _thumb(crop: np.ndarray, side: int = 96) -> bytes | None:
+    import cv2
+
+    if crop.shape[0] != side:
+        crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if crop.shape[0] > side else cv2.INTER_LINEAR)
+    ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return buf.tobytes() if ok else None
+
+
+def finish_row(sample: FileSample, scores: np.ndarray | None, card, settings: ScreenSettings) -> dict:
+    """Aggregate the crop scores of a sample into the database row (see :mod:`edge.screen.db`)."""
+    p = Path(sample.path)
+    row = {"path": sample.path, "kind": sample.kind, "aggregation": settings.aggregation,
+           "model_id": card.model_id(), "threshold": card.threshold, "settings": settings.key(),
+           "duration_s": round(sample.duration_s, 3), "n_frames": len(sample.frames),
+           "faces_seen": int(sum(f["faces"] for f in sample.frames)), "elapsed_s": round(sample.elapsed_s, 3),
+           "screened_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    try:
+        st = p.stat()
+        row.update(size=st.st_size, mtime=st.st_mtime, content_hash=content_hash(p) if st.st_size else None)
+    except OSError as e:
+        row.update(size=None, mtime=None, content_hash=None)
+        sample.error = sample.error or f"cannot stat the file: {e.strerror or e}"
+    if sample.error is not None and not sample.frames:
+        row.update(status="error", error=sample.error, error_type=sample.error_type)
+        return row
+    if sample.error is not None:  # frames decoded before the failure still count; keep the message
+        row.update(error=sample.error, error_type=sample.error_type)
+    scores = np.zeros(0) if scores is None else np.asarray(scores, np.float64)
+    frame_scores: list[float | None] = [None] * len(sample.frames)
+    frame_best: list[int] = [-1] * len(sample.frames)
+    for k, (fi, sc) in enumerate(zip(sample.crop_frame, scores)):
+        if frame_scores[fi] is None or sc > frame_scores[fi]:
+            frame_scores[fi], frame_best[fi] = float(sc), k
+    first: dict[int, int] = {}
+    for k, fi in enumerate(sample.crop_frame):
+        first.setdefault(fi, k)
+    row["evidence"] = json.dumps([
+        {"frame": f["frame"], "t": f["t"], "faces": f["faces"], "score": None if s is None else round(s, 5),
+         "box": None if b < 0 else f["boxes"][b - first[fi]]}
+        for fi, (f, s, b) in enumerate(zip(sample.frames, frame_scores, frame_best))])
+    score = aggregate(frame_scores, settings.aggregation)
+    if score is None:
+        row.update(status="no_face", score=None, label=None, thumb=None)
+        return row
+    row.update(status="done", score=round(score, 6), label=card.label(score),
+               thumb=_thumb(sample.crops[int(np.argmax(scores))]))
+    return row
+
+
+# --- local execution (in-process or worker processes) -----------------------------------------
+_W: dict = {}
+
+
+def _worker_init(model: str, backend: str, detector_model, runner_kw: dict, settings: ScreenSettings,
+                 threads: int | None) -> None:
+    import cv2
+
+    from ..detector import ForgeryDetector
+
+    if threads:
+        cv2.setNumThreads(threads)
+    fd = ForgeryDetector(model, backend, detector_model, **runner_kw)
+    _W.update(fd=fd, settings=settings)
+
+
+def _worker_run(path: str, kind: str) -> dict:
+    fd, settings = _W["fd"], _W["settings"]
+    s = sample_file(path, kind, settings, fd.detector, fd.spec)
+    scores = fd.classify_crops(list(s.crops)) if s.crops is not None else None
+    return finish_row(s, scores, fd.card, settings)
+
+
+def _rows_local(todo: list[tuple[Path, str]], init_args: tuple, workers: int) -> Iterator[dict]:
+    """Rows in completion order; ``workers`` processes (spawned) or in-process when 0."""
+    if workers <= 0:
+        _worker_init(*init_args)
+        try:
+            for p, kind in todo:
+                yield _worker_run(str(p), kind)
+        finally:
+            _W.pop("fd").close()
+        return
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    pending = list(reversed(todo))
+    attempts: dict[str, int] = {}
+    while pending:
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                   initargs=init_args)
+        inflight: dict = {}
+        broken = False
+        try:
+            while pending or inflight:
+                while pending and len(inflight) < 2 * workers and not broken:
+                    p, kind = pending.pop()
+                    inflight[pool.submit(_worker_run, str(p), kind)] = (p, kind)
+                if not inflight:
+                    break
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    p, kind = inflight.pop(fut)
+                    try:
+                        yield fut.result()
+                    except BrokenProcessPool:
+                        # a decoder crashed its process: retry the files that were in flight once
+                        broken = True
+                        attempts[str(p)] = attempts.get(str(p), 0) + 1
+                        if attempts[str(p)] >= 2:
+                            yield _crash_row(p, kind, init_args)
+                        else:
+                            pending.append((p, kind))
+                if broken and not inflight:
+                    break
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _crash_row(p: Path, kind: str, init_args: tuple) -> dict:
+    from ..runtime import open_runner
+
+    s = FileSample(path=str(p), kind=kind, error="the decoder crashed the worker process on this file",
+                   error_type="WorkerCrash")
+    with open_runner(init_args[0], init_args[1]) as r:
+        return finish_row(s, None, r.card, init_args[4])
+
+
+# --- the command ------------------------------------------------------------------------------
+def screen_archive(paths: Sequence[str | os.PathLike], model: str | os.PathLike, db: str | os.PathLike,
+                   *, settings: ScreenSettings | None = None, workers: int = 0, backend: str = "auto",
+                   detector_model: str | os.PathLike | None = None, retry_errors: bool = False,
+                   report: str | os.PathLike | None = None, export: str | os.PathLike | None = None,
+                   ray_address: str | None = None, progress: bool = True, runner_kw: dict | None = None,
+                   limit: int | None = None) -> dict:
+    """Screen ``paths`` into the SQLite database ``db``; return a summary (counts, wall time, real-time factor).
+
+    Finished files (same size, mtime, model id and settings) are skipped. ``ray_address``:
+    ``"local"`` or ``"auto"`` or ``"HOST:PORT"`` runs on Ray (:mod:`edge.screen.ray_runner`).
+    ``report`` / ``export`` write the HTML report and a CSV/JSON export at the end.
+    ``limit``: screen at most that many files this run (the rest on the next run).
+    """
+    from ..runtime import open_runner
+
+    settings = settings or ScreenSettings()
+    files = discover(paths)
+    with open_runner(model, backend) as r:  # fail fast on a bad model; its card keys the resume
+        card = r.card
+    model_id = card.model_id()
+    rdb = ResultsDB(db)
+    t0 = time.perf_counter()
+    summary = {"files": len(files), "skipped": 0, "done": 0, "no_face": 0, "error": 0, "video_s": 0.0,
+               "model_id": model_id, "db": str(db)}
+    try:
+        fin = rdb.finished(model_id, settings.key(), retry_errors)
+        todo = []
+        for p, kind in files:
+            st = p.stat() if p.exists() else None
+            if st is not None and fin.get(str(p)) == (st.st_size, st.st_mtime):
+                summary["skipped"] += 1
+            else:
+                todo.append((p, kind))
+        if limit is not None:
+            todo = todo[:limit]
+        runner_kw = dict(runner_kw or {})
+        n_workers = workers if workers > 0 else 0
+        if n_workers > 1 and str(model).endswith(".onnx"):
+            runner_kw.setdefault("intra_op_threads", 1)
+        init_args = (str(model), backend, None if detector_model is None else str(detector_model), runner_kw,
+                     settings, 1 if n_workers > 1 else None)
+        if ray_address is not None and todo:
+            from .ray_runner import rows_ray
+
+            rows = rows_ray(todo, init_args, ray_address)
+        else:
+            rows = _rows_local(todo, init_args, n_workers)
+        bar = _progress(len(todo), progress)
+        try:
+            for row in rows:
+                rdb.put(row)
+                summary[row["status"]] += 1
+                summary["video_s"] += row.get("duration_s") or 0.0
+                if bar is not None:
+                    el = time.perf_counter() - t0
+                    bar.set_postfix_str(f"{summary['video_s'] / max(el, 1e-9):.1f} video-s/s", refresh=False)
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+            close = getattr(rows, "close", None)
+            if close:
+                close()
+    finally:
+        rdb.close()
+    wall = time.perf_counter() - t0
+    screened = summary["done"] + summary["no_face"] + summary["error"]
+    summary.update(screened=screened, wall_s=round(wall, 3), video_s=round(summary["video_s"], 2),
+                   files_per_s=round(screened / wall, 3) if wall > 0 else 0.0,
+                   realtime_factor=round(summary["video_s"] / wall, 2) if wall > 0 else 0.0)
+    if export:
+        from .db import export as export_rows
+
+        summary["exported"] = export_rows(db, export)
+    if report:
+        from .report import write_report
+
+        summary["report"] = str(write_report(db, report))
+    return summary
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", dynamic_ncols=True, mininterval=0.5)

@@ -1,0 +1,428 @@
+"""The pipelined video/camera loop behind ``ffd detect SOURCE`` for videos, cameras and streams.
+
+Four stages run concurrently and talk through *bounded* queues, so the slowest stage sets
+the rate:
+
+``decode`` (thread: ``source.read``) → ``detect`` (thread: face detection + crops) →
+``classify`` (thread: batches the crops of every frame waiting, one ``runner.infer`` per
+batch, then IoU tracking and per-track score smoothing, :mod:`edge.tracking`) → ``output``
+(the caller's thread: overlay, annotated video, JSON lines).
+
+OpenCV and ONNX Runtime release the GIL, so threads overlap on several cores. For a live
+source (camera, stream, or a file with ``live=True``) the decode stage never waits: when the
+detect queue is full it drops the oldest frame (counted in ``dropped``), so a slow classifier
+costs frames, never memory or latency. For files nothing is dropped; decode simply waits.
+
+:class:`Pipeline` is the embeddable form (iterate it for ``(frame, [FaceResult])``);
+:func:`detect_stream` yields the JSON records of ``ffd detect`` and writes the optional
+annotated video and overlay window; both fill a :class:`DetectStats` (achieved fps, per-stage
+ms, drops, RSS samples).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .bench import current_rss_mb, peak_rss_mb, percentiles
+from .errors import ConfigError
+from .sources import EndOfStream, Frame, Source, SourceError, SourceTimeout, open_source
+
+STAGES = ("decode", "detect", "preprocess", "infer", "output")
+_END = object()
+
+
+@dataclass
+class DetectStats:
+    """What a run did; ``end`` is ``eos`` | ``timeout`` | ``error`` | ``max_frames`` | ``stopped``."""
+
+    source: str = ""
+    frames_read: int = 0
+    frames_processed: int = 0
+    dropped: int = 0
+    faces: int = 0
+    tracks: int = 0
+    wall_s: float = 0.0
+    end: str = ""
+    error: str | None = None
+    stage_ms: dict = field(default_factory=lambda: {s: [] for s in STAGES})
+    rss_mb: list = field(default_factory=list)  # (frames processed, current RSS MiB), every rss_every frames
+
+    @property
+    def fps(self) -> float:
+        return self.frames_processed / self.wall_s if self.wall_s > 0 else 0.0
+
+    def stage_summary(self) -> dict[str, dict]:
+        return {s: percentiles(v) for s, v in self.stage_ms.items()}
+
+    def limiting_stage(self) -> str:
+        means = {s: float(np.mean(v)) for s, v in self.stage_ms.items() if v}
+        return max(means, key=means.get) if means else ""
+
+    def to_dict(self) -> dict:
+        st = self.stage_summary()
+        return {"source": self.source, "frames_read": self.frames_read, "frames_processed": self.frames_processed,
+                "dropped": self.dropped, "faces": self.faces, "tracks": self.tracks,
+                "wall_s": round(self.wall_s, 3), "fps": round(self.fps, 2), "end": self.end, "error": self.error,
+                "stage_ms": {s: {k: round(v, 3) for k, v in d.items()} for s, d in st.items()},
+                "limiting_stage": self.limiting_stage(), "peak_rss_mb": round(peak_rss_mb(), 1),
+                "rss_mb": [(n, round(r, 1)) for n, r in self.rss_mb]}
+
+    def summary(self) -> str:
+        st = self.stage_summary()
+        parts = " ".join(f"{s}={d['mean']:.1f}" for s, d in st.items() if d.get("n"))
+        return (f"{self.frames_processed} frames in {self.wall_s:.1f} s = {self.fps:.1f} fps; "
+                f"{self.faces} faces, {self.tracks} tracks, {self.dropped} dropped; ms/frame: {parts}; "
+                f"slowest stage: {self.limiting_stage()}; end: {self.end}"
+                + (f" ({self.error})" if self.error else ""))
+
+
+class Pipeline:
+    """Iterate for ``(Frame, list[FaceResult])`` in frame order (faces carry ``track_id`` and smoothed scores).
+
+    ``detector``: a :class:`edge.detector.ForgeryDetector` (owned by this pipeline while it runs;
+    not shared with other threads). ``live``: drop frames when behind (default: the source's
+    kind). ``pace_fps``: read a file no faster than this (simulates a camera). ``every``: detect
+    on every k-th frame only (the others are decoded and skipped). ``smooth``: EMA weight of a
+    new score (1: no smoothing). ``stall_timeout_s``: end a live source silent that long.
+    """
+
+    def __init__(self, source: Source, detector, *, batch_size: int = 16, queue_size: int = 4,
+                 live: bool | None = None, pace_fps: float | None = None, every: int = 1,
+                 max_frames: int | None = None, smooth: float = 0.3, iou: float = 0.3,
+                 stall_timeout_s: float = 10.0, rss_every: int = 100):
+        from .tracking import IouTracker
+
+        if batch_size < 1 or queue_size < 1 or every < 1:
+            raise ConfigError("batch_size, queue_size and every must be >= 1")
+        self.source, self.fd = source, detector
+        self.batch_size, self.every, self.max_frames = batch_size, every, max_frames
+        self.live = source.live if live is None else live
+        self.pace_fps, self.stall_timeout_s, self.rss_every = pace_fps, stall_timeout_s, rss_every
+        self.tracker = IouTracker(iou_threshold=iou, alpha=smooth, max_age=max(5, 15 // every))
+        self._q_dec: queue.Queue = queue.Queue(queue_size)
+        self._q_det: queue.Queue = queue.Queue(queue_size)
+        self._q_out: queue.Queue = queue.Queue(queue_size)
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+        self.stats = DetectStats(source=source.uri)
+        _ = detector.detector  # build the face detector now: a missing model fails before threads start
+
+    # --- queue helpers ---------------------------------------------------------------------
+    def _put(self, q: queue.Queue, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _put_latest(self, q: queue.Queue, item) -> None:
+        """Live sources: never wait; when the queue is full, drop its oldest frame."""
+        while True:
+            try:
+                q.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    q.get_nowait()
+                    self.stats.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def _get(self, q: queue.Queue):
+        while True:
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return _END
+
+    def _guard(self, fn, q_next: queue.Queue):
+        def run():
+            try:
+                fn()
+            except Exception as e:  # an internal failure of one stage: stop all, re-raised by the consumer
+                self._failure = e
+                self._stop.set()
+            finally:
+                self._put_end(q_next)
+        return run
+
+    def _put_end(self, q: queue.Queue) -> None:
+        while True:  # the end marker must get through even when stopping
+            try:
+                q.put(_END, timeout=0.1)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    try:
+                        q.get_nowait()
+                    except queue.Empty:
+                        pass
+
+    # --- stages ----------------------------------------------------------------------------
+    def _decode(self) -> None:
+        st, src = self.stats, self.source
+        last_frame_t = time.monotonic()
+        t_start = time.monotonic()
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                fr = src.read(0.5)
+            except SourceTimeout:
+                if time.monotonic() - last_frame_t > self.stall_timeout_s:
+                    st.end = "timeout"
+                    st.error = f"no frame for {self.stall_timeout_s:g} s"
+                    return
+                continue
+            except EndOfStream:
+                st.end = "eos"
+                return
+            except SourceError as e:
+                st.end, st.error = "error", str(e)
+                return
+            last_frame_t = time.monotonic()
+            st.stage_ms["decode"].append((time.perf_counter() - t0) * 1e3)
+            st.frames_read += 1
+            if fr.index % self.every == 0:
+                if self.pace_fps:
+                    delay = t_start + st.frames_read / self.pace_fps - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                if self.live:
+                    self._put_latest(self._q_dec, fr)
+                elif not self._put(self._q_dec, fr):
+                    return
+            if self.max_frames and st.frames_read >= self.max_frames:
+                st.end = "max_frames"
+                return
+        st.end = st.end or "stopped"
+
+    def _detect(self) -> None:
+        from .faces import crop_face
+
+        spec, ms = self.fd.spec, self.stats.stage_ms
+        while True:
+            fr = self._get(self._q_dec)
+            if fr is _END:
+                return
+            t0 = time.perf_counter()
+            dets = self.fd.detect_faces(fr.image)
+            t1 = time.perf_counter()
+            crops = [crop_face(fr.image, d, spec)[0] for d in dets]
+            t2 = time.perf_counter()
+            ms["detect"].append((t1 - t0) * 1e3)
+            if not self._put(self._q_det, (fr, dets, crops, (t2 - t1) * 1e3)):
+                return
+
+    def _classify(self) -> None:
+        from .detector import FaceResult
+        from .spec import normalize
+
+        card, ms = self.fd.card, self.stats.stage_ms
+        done = False
+        while not done:
+            item = self._get(self._q_det)
+            if item is _END:
+                return
+            items = [item]
+            n_crops = len(item[2])
+            while n_crops < self.batch_size:  # batch whatever else is already waiting
+                try:
+                    nxt = self._q_det.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _END:
+                    done = True
+                    break
+                items.append(nxt)
+                n_crops += len(nxt[2])
+            crops = [c for it in items for c in it[2]]
+            t0 = time.perf_counter()
+            batch = normalize(np.stack(crops), self.fd.spec) if crops else None
+            t1 = time.perf_counter()
+            scores = self.fd.runner.infer(batch) if crops else np.zeros(0, np.float32)
+            t2 = time.perf_counter()
+            k = 0
+            for fr, dets, cr, crop_ms in items:
+                s = scores[k:k + len(dets)]
+                k += len(dets)
+                ms["preprocess"].append(crop_ms + (t1 - t0) * 1e3 / len(items))
+                ms["infer"].append((t2 - t1) * 1e3 / len(items))
+                tracked = self.tracker.update(fr.index, [d.box for d in dets], s)
+                faces = [FaceResult(d.box, d.landmarks, d.score, float(sm), card.label(float(sm)), track_id=tid,
+                                    extra={"raw_score": float(raw)})
+                         for d, raw, (tid, sm) in zip(dets, s, tracked)]
+                if not self._put(self._q_out, (fr, faces)):
+                    return
+
+    # --- the consumer ----------------------------------------------------------------------
+    def __iter__(self) -> Iterator[tuple[Frame, list]]:
+        st = self.stats
+        threads = [threading.Thread(target=self._guard(self._decode, self._q_dec), name="ffd-decode", daemon=True),
+                   threading.Thread(target=self._guard(self._detect, self._q_det), name="ffd-detect", daemon=True),
+                   threading.Thread(target=self._guard(self._classify, self._q_out), name="ffd-classify", daemon=True)]
+        t_start = time.perf_counter()
+        for t in threads:
+            t.start()
+        ids: set[int] = set()
+        try:
+            while True:
+                item = self._get(self._q_out)
+                if item is _END:
+                    break
+                fr, faces = item
+                st.frames_processed += 1
+                st.faces += len(faces)
+                ids.update(f.track_id for f in faces)
+                st.tracks = len(ids)
+                if self.rss_every and st.frames_processed % self.rss_every == 0:
+                    st.rss_mb.append((st.frames_processed, current_rss_mb()))
+                t0 = time.perf_counter()
+                yield fr, faces
+                st.stage_ms["output"].append((time.perf_counter() - t0) * 1e3)
+                st.wall_s = time.perf_counter() - t_start
+        finally:
+            self._stop.set()
+            for q in (self._q_dec, self._q_det, self._q_out):  # unblock producers
+                while True:
+                    try:
+                        q.get_nowait()
+                    except queue.Empty:
+                        break
+            for t in threads:
+                t.join(timeout=10.0)
+            st.wall_s = time.perf_counter() - t_start
+            st.dropped += getattr(self.source, "dropped", 0)
+            st.end = st.end or "stopped"
+        if self._failure is not None:
+            raise self._failure
+
+
+# --- outputs -------------------------------------------------------------------------------
+_COLORS = {"fake": (0, 0, 255), "real": (0, 200, 0), "uncertain": (0, 200, 255)}
+
+
+def draw_faces(image: np.ndarray, faces) -> np.ndarray:
+    """Boxes coloured by label (red fake, green real, amber uncertain) with track id and score."""
+    import cv2
+
+    for f in faces:
+        x, y, w, h = (int(round(v)) for v in f.box)
+        c = _COLORS.get(f.label, (255, 255, 255))
+        cv2.rectangle(image, (x, y), (x + w, y + h), c, 2)
+        txt = f"#{f.track_id} {f.label} {f.score:.2f}"
+        cv2.putText(image, txt, (x, max(12, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, c, 1, cv2.LINE_AA)
+    return image
+
+
+def display_available() -> bool:
+    """True when a window can be shown: a display is set and this OpenCV has GUI support."""
+    import cv2
+
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    gui = [ln for ln in cv2.getBuildInformation().splitlines() if "GUI:" in ln]
+    return bool(gui) and "NONE" not in gui[0].upper()
+
+
+class VideoOut:
+    """Annotated video file writer, opened on the first frame (size) at the source's fps."""
+
+    def __init__(self, path: str | os.PathLike, fps: float):
+        self.path, self.fps, self._w = Path(path), fps if fps and fps > 0 else 25.0, None
+
+    def write(self, image: np.ndarray) -> None:
+        import cv2
+
+        if self._w is None:
+            if not self.path.parent.is_dir():
+                raise ConfigError("the folder of the output video does not exist", path=self.path.parent)
+            fourcc = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
+            h, w = image.shape[:2]
+            self._w = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), self.fps, (w, h))
+            if not self._w.isOpened():
+                raise ConfigError("cannot write the output video (read-only folder, disk full or unknown format)",
+                                  path=self.path, fix="use a writable folder and a .mp4 or .avi name")
+        self._w.write(image)
+
+    def close(self) -> None:
+        if self._w is not None:
+            self._w.release()
+            self._w = None
+
+
+def detect_stream(source: str | int | Source, model, *, backend: str = "auto", detector_model=None,
+                  batch_size: int = 16, max_faces: int | None = None, video_out: str | os.PathLike | None = None,
+                  display: bool = False, stats: DetectStats | None = None, source_kw: dict | None = None,
+                  **kw) -> Iterator[dict]:
+    """Run :class:`Pipeline` on a source; yield one JSON-ready record per face per frame.
+
+    Record: ``{source, time, frame, track, box, score (smoothed), raw_score, det_score, label}``.
+    ``model``: a model path or a :class:`~edge.detector.ForgeryDetector`. ``stats`` (if given) is
+    filled in place. ``kw`` goes to :class:`Pipeline` (``live``, ``pace_fps``, ``every``,
+    ``max_frames``, ``smooth``, ``queue_size``, ``stall_timeout_s``); runner options
+    (``intra_op_threads``, ``providers``) go through ``runner_kw``.
+    """
+    from .detector import ForgeryDetector
+
+    runner_kw = kw.pop("runner_kw", {}) or {}
+    own_fd = not isinstance(model, ForgeryDetector)
+    fd = ForgeryDetector(model, backend, detector_model, batch_size, max_faces, **runner_kw) if own_fd else model
+    src = None
+    writer = None
+    try:
+        src = source if isinstance(source, Source) else open_source(source, **(source_kw or {}))
+        pipe = Pipeline(src, fd, batch_size=batch_size, **kw)
+        if stats is not None:
+            pipe.stats = stats
+            stats.source = src.uri
+        writer = VideoOut(video_out, src.fps) if video_out else None
+        show = display and display_available()
+        import cv2
+
+        for fr, faces in pipe:
+            if writer is not None or show:
+                img = draw_faces(fr.image.copy(), faces)
+                if writer is not None:
+                    writer.write(img)
+                if show:
+                    cv2.imshow("ffd detect", img)
+                    if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                        break
+            for f in faces:
+                yield {"source": fr.origin or src.uri, "time": round(fr.timestamp_s, 3), "frame": fr.index,
+                       "track": f.track_id, "box": [round(float(v), 1) for v in f.box],
+                       "score": round(f.score, 5), "raw_score": round(f.extra["raw_score"], 5),
+                       "det_score": round(float(f.det_score), 4), "label": f.label}
+    finally:
+        if writer is not None:
+            writer.close()
+        if src is not None and not isinstance(source, Source):
+            src.close()
+        if own_fd:
+            fd.close()
+
+
+def run_detect(source, model, jsonl: str | os.PathLike | None = None, **kw) -> DetectStats:
+    """Consume :func:`detect_stream`, writing JSON lines to ``jsonl`` (if given); return the stats."""
+    import json
+
+    stats = DetectStats()
+    out = open(jsonl, "w") if jsonl else None
+    try:
+        for rec in detect_stream(source, model, stats=stats, **kw):
+            if out is not None:
+                out.write(json.dumps(rec) + "\n")
+    finally:
+        if out is not None:
+            out.close()
+    return stats
