@@ -14,25 +14,26 @@ from .options import Detector, DetectorModel, Workers
 faces_app = typer.Typer(no_args_is_help=True, help="Face crops and pseudo-fakes for training.")
 
 
+Src = Annotated[Path, typer.Argument(help="An image, a video, or a folder of them (searched recursively).")]
+ExtractOut = Annotated[Path, typer.Argument(help="Output folder: crops/, manifest.csv, spec.json.")]
+Label = Annotated[Optional[str], typer.Option(
+    "--label", help="real or fake for every file (default: from a real/fake or FF++/Celeb-DF folder name).")]
+Frames = Annotated[Optional[int], typer.Option(
+    "--frames", min=1, help="Frames per video, spread uniformly (default 32).")]
+Every = Annotated[Optional[int], typer.Option("--every", min=1, help="Every k-th frame instead of --frames.")]
+AllFaces = Annotated[bool, typer.Option("--all-faces", help="Keep every face (named _<index>), not only the largest.")]
+Margin = Annotated[float, typer.Option("--margin", min=1.0, help="Crop side / larger side of the face box.")]
+Size = Annotated[int, typer.Option("--size", min=8, help="Crop side in pixels.")]
+CropMode = Annotated[str, typer.Option("--crop", help="square (box x margin) or align5 (5-point similarity).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Start OUT again (deletes its crops/ and manifest).")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+
+
 @faces_app.command("extract")
-def extract(
-    src: Annotated[Path, typer.Argument(help="An image, a video, or a folder of them (searched recursively).")],
-    out: Annotated[Path, typer.Argument(help="Output folder: crops/, manifest.csv, spec.json.")],
-    label: Annotated[Optional[str], typer.Option(
-        "--label", help="real or fake for every file (default: from a real/fake or FF++/Celeb-DF folder name).")] = None,
-    frames: Annotated[Optional[int], typer.Option(
-        "--frames", min=1, help="Frames per video, spread uniformly (default 32).")] = None,
-    every: Annotated[Optional[int], typer.Option("--every", min=1, help="Every k-th frame instead of --frames.")] = None,
-    all_faces: Annotated[bool, typer.Option("--all-faces", help="Keep every face (named _<index>), not the largest.")] = False,
-    margin: Annotated[float, typer.Option("--margin", min=1.0, help="Crop side / larger side of the face box.")] = 1.3,
-    size: Annotated[int, typer.Option("--size", min=8, help="Crop side in pixels.")] = 128,
-    crop: Annotated[str, typer.Option("--crop", help="square (box x margin) or align5 (5-point similarity).")] = "square",
-    detector: Detector = "yunet",
-    detector_model: DetectorModel = None,
-    workers: Workers = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start OUT again (its crops and manifest are deleted).")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
-):
+def extract(src: Src, out: ExtractOut, label: Label = None, frames: Frames = None, every: Every = None,
+            all_faces: AllFaces = False, margin: Margin = 1.3, size: Size = 128, crop: CropMode = "square",
+            detector: Detector = "yunet", detector_model: DetectorModel = None, workers: Workers = None,
+            overwrite: Overwrite = False, progress: Progress = True):
     """Detect, crop and list faces: writes OUT/crops/*.png, OUT/manifest.csv and OUT/spec.json; re-runs resume."""
     from edge.errors import ConfigError
     from edge.faces.extract import DEFAULT_FRAMES, extract_faces
