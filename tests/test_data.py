@@ -155,6 +155,31 @@ def test_ffpp_official_split_overrides(tmp_path):
     assert_disjoint(splits)
 
 
+def test_extracted_ffpp_crops_keep_identity_groups_and_official_split(tmp_path):
+    """Extraction groups by video stem; reading the crops back re-joins FF++ identities."""
+    from edge.faces.extract import MANIFEST_COLUMNS
+
+    root = tmp_path / "ffpp"
+    _ffpp(root, splits=True)
+    out = tmp_path / "ext"
+    out.mkdir()
+    vids = [s for s in load_samples(root) if Path(s.path).stem in ("000", "003_000", "001", "001_002")
+            and s.method in ("original", "Deepfakes")]
+    with open(out / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, restval="")
+        w.writeheader()
+        for v in vids:
+            for k in range(2):
+                w.writerow({"path": f"crops/{Path(v.path).stem}_f{k}.png", "label": "real" if v.label == REAL else "fake",
+                            "method": v.method, "group": Path(v.path).stem, "source": v.source, "frame": k})
+    crops = load_samples(out)
+    assert len(crops) == 8
+    group = {Path(s.path).stem: s.group for s in crops}
+    assert group["000_f0"] == group["003_000_f1"] != group["001_f0"] == group["001_002_f0"]
+    split = {Path(s.path).stem: s.split for s in crops}
+    assert split["000_f0"] == split["003_000_f0"] == "train" and split["001_002_f1"] == "val"
+
+
 def test_celebdf_layout(tmp_path):
     _touch(tmp_path, "Celeb-real/id0_0000.mp4", "Celeb-real/id0_0001.mp4", "Celeb-real/id1_0000.mp4",
            "YouTube-real/00000.mp4", "YouTube-real/00001.mp4",

@@ -110,7 +110,8 @@ def _dense_landmarks_beside(image: Path) -> tuple | None:
 
 # --- (a) extraction folder ----------------------------------------------------------------
 def read_extraction(root: Path) -> list[Sample]:
-    """Crops listed in ``root/manifest.csv``; rows with an error or no crop are skipped."""
+    """Crops listed in ``root/manifest.csv``; rows with an error or no crop are skipped. Crops of
+    FF++/Celeb-DF videos get the identity groups and official splits of their source videos."""
     out = []
     for row in _read_csv(root / "manifest.csv"):
         if row.get("error", "").strip() or not row.get("path", "").strip():
@@ -123,7 +124,7 @@ def read_extraction(root: Path) -> list[Sample]:
             group=group, method=row.get("method", "").strip(), source=source,
             frame=_int_or_none(row.get("frame")), landmarks=_points(row.get("landmarks")),
             dense_landmarks=_points(row.get("dense_landmarks"))))
-    return out
+    return assign_identity_groups(out)
 
 
 # --- (b) CSV manifest ---------------------------------------------------------------------
@@ -164,7 +165,7 @@ def read_real_fake(root: Path) -> list[Sample]:
     return read_image_folder(root / "real", REAL, "real") + read_image_folder(root / "fake", FAKE, "fake")
 
 
-# --- (d) FaceForensics++ --------------------------------------------------------------------
+# --- (d) FaceForensics++ and (e) Celeb-DF: identity groups and official splits ---------------
 def _ffpp_ids(stem: str) -> list[str]:
     """``000`` -> [000]; ``000_003`` -> [000, 003]; DFD ``01_02__scene__X`` -> [01, 02]."""
     return [s for s in stem.split("__")[0].split("_") if s]
@@ -196,6 +197,13 @@ def _ffpp_official_split(root: Path) -> dict[str, str]:
     return out
 
 
+def _celebdf_test_list(root: Path) -> set[str] | None:
+    listing = root / "List_of_testing_videos.txt"
+    if not listing.is_file():
+        return None
+    return {line.split()[-1].replace("\\", "/") for line in listing.read_text().splitlines() if len(line.split()) >= 2}
+
+
 class _UnionFind:
     def __init__(self):
         self.parent: dict[str, str] = {}
@@ -214,62 +222,86 @@ class _UnionFind:
             self.parent[hi] = lo
 
 
-def read_ffpp(root: Path, compression: str | None = None) -> list[Sample]:
-    """FF++ videos. Groups join identities that share a video (``000_003`` with ``000`` and
-    ``003``): group = smallest id of the connected component, so a pair never straddles splits."""
-    raw: list[tuple[Path, int, str, list[str]]] = []  # (video, label, method, namespaced ids)
-    orig = root / "original_sequences"
-    for kind in (sorted(p for p in orig.iterdir() if p.is_dir()) if orig.is_dir() else []):
-        videos = _pick_compression(kind, compression)
-        ns = "ff" if kind.name == "youtube" else f"ff-{kind.name}"
-        for v in sorted(videos.glob("*.mp4")) if videos else []:
-            raw.append((v, REAL, "original" if kind.name == "youtube" else kind.name,
-                        [f"{ns}:{i}" for i in _ffpp_ids(v.stem)]))
-    manip = root / "manipulated_sequences"
-    for mdir in (sorted(p for p in manip.iterdir() if p.is_dir()) if manip.is_dir() else []):
-        videos = _pick_compression(mdir, compression)
-        ns = "ff-actors" if mdir.name == "DeepFakeDetection" else "ff"
-        for v in sorted(videos.glob("*.mp4")) if videos else []:
-            raw.append((v, FAKE, mdir.name, [f"{ns}:{i}" for i in _ffpp_ids(v.stem)]))
+_CELEB_ID = re.compile(r"^(id\d+)_")
+_CELEB_DIRS = ("Celeb-real", "YouTube-real", "Celeb-synthesis")
+
+
+def _video_identity(source: str) -> tuple[str, Path, list[str]] | None:
+    """For a video inside FF++ or Celeb-DF: (dataset, root, identity keys); None otherwise."""
+    if not source:
+        return None
+    p = Path(source)
+    parts = p.parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] in ("original_sequences", "manipulated_sequences") and i + 1 < len(parts) - 1:
+            sub = parts[i + 1]
+            actors = sub in ("actors", "DeepFakeDetection")
+            ns = "ff-actors" if actors else "ff" if sub == "youtube" or parts[i] == "manipulated_sequences" else f"ff-{sub}"
+            return "ffpp", Path(*parts[:i]) if i else Path("."), [f"{ns}:{x}" for x in _ffpp_ids(p.stem)]
+    if len(parts) >= 2 and parts[-2] in _CELEB_DIRS:
+        m = _CELEB_ID.match(p.stem)
+        return "celebdf", p.parent.parent, [f"celebdf:{m.group(1)}" if m else f"celebdf-yt:{p.stem}"]
+    return None
+
+
+def assign_identity_groups(samples: list[Sample]) -> list[Sample]:
+    """Re-group samples whose ``source`` is an FF++ or Celeb-DF video by identity and set official splits.
+
+    FF++: a fake ``000_003`` involves identities ``000`` (target) and ``003`` (source); groups are the
+    connected components of "appear in one video", named by the smallest id, so ``000``, ``003``,
+    ``000_003`` and ``003_000`` never straddle splits. Official ``splits/*.json`` set ``split``.
+    Celeb-DF: the target celebrity (``id0`` for ``id0_0001`` and ``id0_id1_0001``, made from it);
+    ``List_of_testing_videos.txt`` marks test, everything else train. Other samples are unchanged.
+    """
+    info = [_video_identity(s.source) for s in samples]
     uf = _UnionFind()
-    for _, _, _, ids in raw:
-        for i in ids[1:]:
-            uf.union(ids[0], i)
-    official = _ffpp_official_split(root)
+    for it in info:
+        if it and it[0] == "ffpp" and it[2]:
+            for k in it[2][1:]:
+                uf.union(it[2][0], k)
+    ff_splits: dict[Path, dict[str, str]] = {}
+    celeb_tests: dict[Path, set[str] | None] = {}
     out = []
-    for v, label, method, ids in raw:
-        splits = {official.get(i.split(":", 1)[1]) for i in ids if i.startswith("ff:")}
-        split = splits.pop() if len(splits) == 1 else None
-        out.append(Sample(path=str(v), label=label, group=uf.find(ids[0]) if ids else v.stem, method=method,
-                          source=str(v), split=split))
+    for s, it in zip(samples, info):
+        if it is None or not it[2]:
+            out.append(s)
+            continue
+        kind, root, keys = it
+        if kind == "ffpp":
+            official = ff_splits.setdefault(root, _ffpp_official_split(root))
+            names = {official.get(k.split(":", 1)[1]) for k in keys if k.startswith("ff:")}
+            split = names.pop() if len(names) == 1 else None
+            out.append(replace(s, group=uf.find(keys[0]), split=split or s.split))
+        else:
+            test = celeb_tests.setdefault(root, _celebdf_test_list(root))
+            rel = "/".join(Path(s.source).parts[-2:])
+            split = None if test is None else "test" if rel in test else "train"
+            out.append(replace(s, group=keys[0], split=split or s.split))
     return out
 
 
-# --- (e) Celeb-DF v2 ------------------------------------------------------------------------
-_CELEB_ID = re.compile(r"^(id\d+)_")
+def read_ffpp(root: Path, compression: str | None = None) -> list[Sample]:
+    """FF++ videos: ``original_sequences/<youtube|actors>/<comp>/videos`` (real) and
+    ``manipulated_sequences/<Method>/<comp>/videos`` (fake), grouped by identity."""
+    out = []
+    for top, label in (("original_sequences", REAL), ("manipulated_sequences", FAKE)):
+        d = root / top
+        for sub in (sorted(p for p in d.iterdir() if p.is_dir()) if d.is_dir() else []):
+            videos = _pick_compression(sub, compression)
+            method = ("original" if sub.name == "youtube" else sub.name) if label == REAL else sub.name
+            out += [Sample(path=str(v), label=label, group=v.stem, method=method, source=str(v))
+                    for v in (sorted(videos.glob("*.mp4")) if videos else [])]
+    return assign_identity_groups(out)
 
 
 def read_celebdf(root: Path) -> list[Sample]:
-    """Celeb-DF v2 videos. Group = the celebrity id of the *target* video (``id0`` for ``id0_0001``
-    and ``id0_id1_0001``, which is made from it); ``YouTube-real`` videos are their own groups.
-    ``List_of_testing_videos.txt`` marks the official test set (its label column uses 1 = real,
-    the opposite of ours, so labels come from the folder names)."""
-    test = set()
-    listing = root / "List_of_testing_videos.txt"
-    if listing.is_file():
-        for line in listing.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 2:
-                test.add(parts[-1].replace("\\", "/"))
+    """Celeb-DF v2 videos, grouped by target celebrity. ``List_of_testing_videos.txt`` uses
+    1 = real (the opposite of ours), so labels come from the folder names."""
     out = []
-    for folder, label in (("Celeb-real", REAL), ("YouTube-real", REAL), ("Celeb-synthesis", FAKE)):
-        for v in sorted((root / folder).glob("*.mp4")) if (root / folder).is_dir() else []:
-            m = _CELEB_ID.match(v.stem)
-            group = f"celebdf:{m.group(1)}" if m else f"celebdf-yt:{v.stem}"
-            rel = f"{folder}/{v.name}"
-            split = ("test" if rel in test else "train") if test else None
-            out.append(Sample(path=str(v), label=label, group=group, method=folder, source=str(v), split=split))
-    return out
+    for folder, label in zip(_CELEB_DIRS, (REAL, REAL, FAKE)):
+        out += [Sample(path=str(v), label=label, group=v.stem, method=folder, source=str(v))
+                for v in (sorted((root / folder).glob("*.mp4")) if (root / folder).is_dir() else [])]
+    return assign_identity_groups(out)
 
 
 # --- detection and checks -------------------------------------------------------------------
