@@ -29,6 +29,7 @@ import os
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -319,6 +320,9 @@ def extract_faces(src: str | os.PathLike, out: str | os.PathLike, *, spec: Prepr
                 summary.errors += any(r["error"] and r["error"] != NO_FACE for r in rows)
                 bar.set_postfix(faces=summary.faces, errors=summary.errors, refresh=False)
                 bar.update(1)
+    except BrokenProcessPool as e:  # a decoder crashed a worker: which file is unknown here
+        raise InputError("a worker process died while decoding (a crashing decoder on some file?)", path=src,
+                         fix="re-run to resume (finished files are kept); -j 0 shows the file that crashes") from e
     finally:
         _STATE.clear()
         if pool is not None:
