@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The main job end to end on the sample faces in ../shared, on a fresh machine:
+# set up -> extract faces -> pseudo-fakes -> train the dual-branch teacher -> distil the student (two-in-one KD)
+# -> evaluate -> calibrate the threshold -> export ONNX -> calibration set -> INT8 (TensorRT Q/DQ + ONNX Runtime CPU)
+# -> TensorRT-readiness check -> detect on images -> screen a folder of generated videos (SQLite + HTML report).
+# Small settings so it finishes in minutes on 2 CPU cores; scale epochs/--max-per-class up for real runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+SHARED=${FFD_SHARED:-../shared}
+[[ -d $SHARED/data ]] || { echo "error: sample data not found at $SHARED; fix: set FFD_SHARED=/path/to/shared" >&2; exit 2; }
+export FFD_YUNET_MODEL=${FFD_YUNET_MODEL:-$SHARED/models/face_detection_yunet.onnx}
+R=${RUN_DIR:-runs/demo}
+EPOCHS=${EPOCHS:-3}
+CAP=${MAX_PER_CLASS:-400}
+ffd() { .venv/bin/ffd "$@"; }
+step() { printf '\n== %s\n' "$*"; }
+mkdir -p "$R"
+
+step "1/10 extract faces (YuNet, square crop 1.3x, 128 px)"
+ffd faces extract "$SHARED/data/london_faces/neutral" "$R/faces/london" --label real --no-progress
+ffd faces extract "$SHARED/data/interfaces_cc0/img_500" "$R/faces/interfaces" --label real --no-progress
+ffd faces extract "$SHARED/data/ciplab_real_fake_160/full_160" "$R/faces/ciplab" --no-progress
+
+step "2/10 self-blended pseudo-fakes for inspection"
+ffd faces blend "$R/faces/london" "$R/sbi_preview" --n 8
+
+DATA=(--data "$R/faces/london" --data "$R/faces/interfaces" --data "$R/faces/ciplab")
+step "3/10 train the dual-branch teacher (spatial + frequency)"
+ffd train teacher "${DATA[@]}" -o "$R/teacher" --epochs "$EPOCHS" --max-per-class "$CAP" --no-progress --resume
+
+step "4/10 distil the single-branch student (two-in-one KD)"
+ffd train student "${DATA[@]}" -o "$R/student" --kd two-in-one --teacher "$R/teacher/best.pt" \
+    --epochs "$EPOCHS" --max-per-class "$CAP" --no-progress --resume
+
+step "5/10 evaluate on the held-out test split + calibrate the threshold on the validation split"
+ffd eval "$R/student/best.pt" "$R/faces/ciplab" --split test -o "$R/student_eval.json" --roc "$R/student_roc.png"
+ffd calibrate-threshold "$R/student/best.pt" "$R/faces/ciplab" -o "$R/student.pt"
+
+step "6/10 export ONNX (graph cleanup, metadata, parity vs PyTorch)"
+ffd export "$R/student.pt" -o "$R/student.onnx" --parity-data "$R/faces/london/crops"
+
+step "7/10 calibration set from real faces (+ pseudo-fakes), preprocessed by the model's spec"
+ffd calib build -m "$R/student.onnx" -o "$R/calib" --data "$SHARED/data/london_faces/smiling" \
+    --data "$SHARED/data/interfaces_cc0/img_500" --data "$SHARED/data/london_faces/canada" --n 512
+
+step "8/10 INT8: Model Optimizer Q/DQ (TensorRT) and ONNX Runtime U8S8 (CPU), with an FP32-vs-INT8 report"
+ffd quantize "$R/student.onnx" --calib "$R/calib" --target both -o "$R/int8" \
+    --eval "$SHARED/data/ciplab_real_fake_160/full_160" --eval-n 256
+
+step "9/10 TensorRT-readiness of the Q/DQ model (no GPU needed) and detection on images"
+ffd check-onnx "$R"/int8/*trt*.onnx || true
+ffd detect "$SHARED/data/ciplab_real_fake_160/full_160/fake" -m "$R"/int8/*cpu*.onnx -o "$R/detect.jsonl"
+
+step "10/10 screen an archive of generated videos: SQLite (resumable) + HTML report"
+.venv/bin/python scripts/make_videos.py "$R/videos" --n 6
+ffd screen "$R/videos" -m "$R"/int8/*cpu*.onnx --db "$R/screen.db" --report "$R/report.html"
+
+echo
+echo "done: $R (teacher/, student/, student.onnx, int8/, detect.jsonl, screen.db, report.html)"
