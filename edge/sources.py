@@ -199,7 +199,7 @@ class FileSource(Source):
         try:
             reader = VideoReader(path)  # checks existence, size and that FFmpeg opens it
         except InputError as e:
-            raise SourceError(e.message, path=path, fix=e.fix) from e
+            raise SourceError(f"cannot read video: {e.message}", path=path, fix=e.fix) from e
         self._cap, reader._cap = reader._cap, None
         self.fps = reader.info.fps
         self.size = (reader.info.width, reader.info.height)
@@ -304,28 +304,24 @@ class LiveSource(Source):
         self._n = 0
         self._t0 = time.monotonic()
         self.retry_log: list[float] = []  # back-off delays actually waited
-        cap = self._open_with_retries(first=True)
+        cap = self._open_first()
         self._thread = threading.Thread(target=self._loop, args=(cap,), name=f"capture:{uri}", daemon=True)
         self._thread.start()
 
-    def _open_with_retries(self, first: bool = False):
+    def _open_first(self):
+        """Open synchronously (retrying with back-off) so that a wrong URI fails in ``open_source``."""
         cap = _capture(self.spec)
-        if cap is not None:
-            self._set_props(cap)
-            return cap
         for delay in backoff_delays(self.backoff_s, self.max_backoff_s, self.max_retries):
-            if self._stop.wait(delay):
-                return None
+            if cap is not None:
+                break
+            time.sleep(delay)
             self.retry_log.append(delay)
             cap = _capture(self.spec)
-            if cap is not None:
-                self._set_props(cap)
-                if not first:
-                    self.reconnects += 1
-                return cap
-        what = "cannot open" if first else "lost"
-        raise SourceError(f"{what} live source {self.spec.kind} after {len(self.retry_log)} retries",
-                          path=self.uri, fix="check the camera/stream is connected and the URI is right")
+        if cap is None:
+            raise SourceError(f"cannot open live source {self.spec.kind} after {len(self.retry_log)} retries",
+                              path=self.uri, fix="check the camera/stream is connected and the URI is right")
+        self._set_props(cap)
+        return cap
 
     def _set_props(self, cap) -> None:
         import cv2
@@ -337,13 +333,29 @@ class LiveSource(Source):
             self.size = (w, h)
 
     def _loop(self, cap) -> None:
+        failures = 0  # consecutive failed (re)connections; reset by a frame
         try:
-            while not self._stop.is_set() and cap is not None:
-                ok, img = cap.read()
-                if not ok or img is None:
-                    cap.release()
-                    cap = self._open_with_retries()
+            while not self._stop.is_set():
+                if cap is None:
+                    if self.max_retries is not None and failures >= self.max_retries:
+                        raise SourceError(f"live source {self.spec.kind} lost; {failures} reconnect attempts failed",
+                                          path=self.uri, fix="check the camera/stream is connected and the URI is right")
+                    delay = min(self.max_backoff_s, self.backoff_s * 2 ** failures)
+                    failures += 1
+                    if self._stop.wait(delay):
+                        break
+                    self.retry_log.append(delay)
+                    cap = _capture(self.spec)
+                    if cap is not None:
+                        self.reconnects += 1
+                        self._set_props(cap)
                     continue
+                ok, img = cap.read()
+                if not ok or img is None:  # dropped stream, unplugged camera, or a stream that ended
+                    cap.release()
+                    cap = None
+                    continue
+                failures = 0
                 fr = Frame(img, self._n, time.monotonic() - self._t0, self.uri)
                 self._n += 1
                 with self._cond:
@@ -354,7 +366,6 @@ class LiveSource(Source):
         except SourceError as e:
             with self._cond:
                 self._error = e
-                self._cond.notify_all()
         finally:
             if cap is not None:
                 cap.release()

@@ -375,12 +375,12 @@ def detect_stream(source: str | int | Source, model, *, backend: str = "auto", d
     from .detector import ForgeryDetector
 
     runner_kw = kw.pop("runner_kw", {}) or {}
+    src = source if isinstance(source, Source) else open_source(source, **(source_kw or {}))
     own_fd = not isinstance(model, ForgeryDetector)
-    fd = ForgeryDetector(model, backend, detector_model, batch_size, max_faces, **runner_kw) if own_fd else model
-    src = None
+    fd = None
     writer = None
     try:
-        src = source if isinstance(source, Source) else open_source(source, **(source_kw or {}))
+        fd = ForgeryDetector(model, backend, detector_model, batch_size, max_faces, **runner_kw) if own_fd else model
         pipe = Pipeline(src, fd, batch_size=batch_size, **kw)
         if stats is not None:
             pipe.stats = stats
@@ -406,9 +406,9 @@ def detect_stream(source: str | int | Source, model, *, backend: str = "auto", d
     finally:
         if writer is not None:
             writer.close()
-        if src is not None and not isinstance(source, Source):
+        if not isinstance(source, Source):
             src.close()
-        if own_fd:
+        if own_fd and fd is not None:
             fd.close()
 
 
