@@ -31,18 +31,29 @@ def _eval(shared):
     return [shared / "data" / "ciplab_real_fake_160" / "full_160"]
 
 
+_CENTRE = {}
+
+
 def make_ckpt(path, seed: int = 0):
-    """A student_tiny checkpoint whose scores spread over (0, 1) on real faces (a wide random head)."""
+    """A student_tiny checkpoint whose scores spread around 0.5 on real faces (wide random head, centred bias)."""
     import torch
 
+    from calib.calibset import collect_faces
+    from edge.spec import preprocess
+    from tests.conftest import SHARED
     from train.checkpoint import save_checkpoint
     from train.registry import create_model
 
+    spec = PreprocessSpec(size=SIZE)
+    if "x" not in _CENTRE:
+        _CENTRE["x"] = torch.from_numpy(preprocess(collect_faces(_faces(SHARED), spec, 16, seed=5)[0], spec))
     torch.manual_seed(seed)
-    m = create_model("student_tiny")
+    m = create_model("student_tiny").eval()
     with torch.no_grad():
         m.head.fc.weight.mul_(300.0)
-    card = ModelCard("student_tiny", PreprocessSpec(size=SIZE), threshold=0.5, version="test")
+        d = m(_CENTRE["x"])
+        m.head.fc.bias[1] -= float((d[:, 1] - d[:, 0]).median())
+    card = ModelCard("student_tiny", spec, threshold=0.5, version="test")
     return save_checkpoint(path, m, card)
 
 
