@@ -88,7 +88,8 @@ class Pipeline:
 
     ``detector``: a :class:`edge.detector.ForgeryDetector` (owned by this pipeline while it runs;
     not shared with other threads). ``live``: drop frames when behind (default: the source's
-    kind). ``pace_fps``: read a file no faster than this (simulates a camera). ``every``: detect
+    kind). ``pace_fps``: read a file no faster than this (simulates a camera). ``det_max_side``: the
+    detector's input size (longer side; default 640). ``every``: detect
     on every k-th frame only (the others are decoded and skipped). ``smooth``: EMA weight of a
     new score (1: no smoothing). ``stall_timeout_s``: end a live source silent that long.
     """
@@ -96,7 +97,7 @@ class Pipeline:
     def __init__(self, source: Source, detector, *, batch_size: int = 16, queue_size: int = 4,
                  live: bool | None = None, pace_fps: float | None = None, every: int = 1,
                  max_frames: int | None = None, smooth: float = 0.3, iou: float = 0.3,
-                 stall_timeout_s: float = 10.0, rss_every: int = 100):
+                 stall_timeout_s: float = 10.0, rss_every: int = 100, det_max_side: int | None = None):
         from .tracking import IouTracker
 
         if batch_size < 1 or queue_size < 1 or every < 1:
@@ -112,6 +113,8 @@ class Pipeline:
         self._stop = threading.Event()
         self._failure: BaseException | None = None
         self.stats = DetectStats(source=source.uri)
+        if det_max_side:  # detect on frames downscaled to this longer side (cost ~ pixels); boxes come back full-size
+            detector.detector.max_side = int(det_max_side)
         _ = detector.detector  # build the face detector now: a missing model fails before threads start
 
     # --- queue helpers ---------------------------------------------------------------------

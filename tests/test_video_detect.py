@@ -106,3 +106,23 @@ def test_ffd_detect_cli_on_a_video(face_clip, tiny_onnx, tmp_path):
     assert recs and all("track" in x and "frame" in x for x in recs)
     assert "fps" in r.output and (tmp_path / "ann.mp4").stat().st_size > 0
     assert np.isfinite([x["score"] for x in recs]).all()
+
+
+def test_ffd_bench_cli_writes_json_markdown_plot(face_clip, tiny_onnx, tmp_path):
+    from typer.testing import CliRunner
+
+    from ffd.cli import app
+
+    out = tmp_path / "b"
+    r = CliRunner().invoke(app, ["bench", str(tiny_onnx), "--batch-sizes", "1,4", "--threads", "1", "--threads", "2",
+                                 "--iters", "5", "--video", str(face_clip), "--frames", "10", "--out", str(out),
+                                 "--compare"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "bench.json").read_text())
+    assert {(x["config"], x["batch"]) for x in res["classifier"]} == \
+        {("tiny/ort/t1", 1), ("tiny/ort/t1", 4), ("tiny/ort/t2", 1), ("tiny/ort/t2", 4)}
+    assert all(x["precision"] == "fp32" and x["latency_ms"]["p50"] > 0 for x in res["classifier"])
+    assert [p["frames_processed"] for p in res["pipeline"]] == [10, 10]
+    md = (out / "bench.md").read_text()
+    assert "Side by side" in md and "| pipeline config |" in md
+    assert (out / "bench.png").exists() or any("matplotlib" in n for n in res["notes"])

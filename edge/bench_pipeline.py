@@ -1,0 +1,217 @@
+"""``ffd bench``: the classifier across backends × precisions × batch sizes, and the end-to-end pipeline.
+
+*Classifier*: for each configuration (model file × backend × ONNX Runtime threads) and batch
+size, latency percentiles of ``runner.infer`` on a fixed random batch (after warm-up),
+throughput in faces/s and memory (current RSS after the run and the process peak). The
+precision is read from the model (``int8`` when the ONNX graph has QuantizeLinear/QLinear/
+Integer ops, ``fp16`` with half-precision weights, else ``fp32``; engines: their sidecar).
+TensorRT engines go through :func:`edge.runtime.trt.bench_engine` (H2D/compute/D2H split).
+
+*Pipeline*: :func:`edge.video.run_detect` on a video with detection on every frame: ms per frame
+of decode, detect, preprocess (crop + normalise), infer and output, the achieved fps and the
+slowest stage.
+
+Outputs: ``bench.json``, ``bench.md`` (markdown tables; with ``compare`` a side-by-side table,
+one column per configuration) and ``bench.png`` (matplotlib when importable; otherwise the
+plot is skipped with a note). Numbers are measured side by side in one run; nothing asserts a speed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from itertools import product
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .bench import current_rss_mb, peak_rss_mb, percentiles, time_calls
+from .errors import ConfigError
+
+_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+
+
+def model_precision(path: str | os.PathLike) -> str:
+    p = Path(path)
+    if p.suffix != ".onnx":
+        side = p.with_suffix(p.suffix + ".json")
+        if side.is_file():
+            try:
+                return str(json.loads(side.read_text()).get("precision", "engine"))
+            except (OSError, json.JSONDecodeError):
+                pass
+        return "engine"
+    import onnx
+
+    m = onnx.load(str(p), load_external_data=False)
+    if any(n.op_type in _INT8_OPS for n in m.graph.node):
+        return "int8"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def _config_name(model: Path, backend: str, threads: int | None) -> str:
+    return f"{model.stem}/{backend}" + (f"/t{threads}" if threads else "")
+
+
+def bench_classifier(model: str | os.PathLike, backend: str = "ort", batch_sizes: Sequence[int] = (1, 8, 32),
+                     iters: int = 50, warmup: int = 5, threads: int | None = None) -> list[dict]:
+    """One row per batch size: latency percentiles (ms), faces/s, RSS."""
+    model = Path(model)
+    prec = model_precision(model)
+    base = {"config": _config_name(model, backend, threads), "model": str(model), "backend": backend,
+            "precision": prec, "threads": threads}
+    rows = []
+    if backend == "trt":
+        from .runtime.trt import bench_engine
+
+        res = bench_engine(model, batch_sizes=batch_sizes, iters=iters, warmup=warmup)
+        for r in res["results"]:
+            lat = r["latency_ms"]["host_wall"]
+            rows.append({**base, "batch": r["batch"], "latency_ms": lat, "gpu_ms": r["latency_ms"].get("gpu_total"),
+                         "throughput_per_s": r["throughput_per_s"], "rss_mb": current_rss_mb(),
+                         "peak_rss_mb": peak_rss_mb()})
+        rows += [{**base, "batch": s["batch"], "skipped": s["reason"]} for s in res.get("skipped", [])]
+        return rows
+    from .runtime import open_runner
+
+    kw = {"intra_op_threads": threads} if threads else {}
+    rng = np.random.default_rng(0)
+    with open_runner(model, backend, **kw) as r:
+        s = r.card.spec.size
+        for b in batch_sizes:
+            x = rng.standard_normal((int(b), 3, s, s)).astype(np.float32)
+            t = time_calls(lambda x=x: r.infer(x), iters=iters, warmup=warmup)
+            rows.append({**base, "batch": int(b), "latency_ms": percentiles(t),
+                         "throughput_per_s": b * len(t) / (sum(t) / 1e3), "rss_mb": current_rss_mb(),
+                         "peak_rss_mb": peak_rss_mb()})
+    return rows
+
+
+def bench_e2e(video: str | os.PathLike, model: str | os.PathLike, backend: str = "auto", threads: int | None = None,
+              max_frames: int | None = 300, batch_size: int = 16, detector_model=None,
+              det_max_side: int | None = None) -> dict:
+    """The pipelined detect loop on ``video`` (every frame detected, nothing written): stage ms and fps."""
+    from .video import run_detect
+
+    runner_kw = {"intra_op_threads": threads} if threads else {}
+    st = run_detect(str(video), str(model), backend=backend, max_frames=max_frames, batch_size=batch_size,
+                    detector_model=detector_model, runner_kw=runner_kw, rss_every=50, det_max_side=det_max_side)
+    d = st.to_dict()
+    d.update(config=_config_name(Path(model), backend, threads) + (f"/det{det_max_side}" if det_max_side else ""),
+             video=str(video))
+    return d
+
+
+def _env() -> dict:
+    import onnxruntime as ort
+
+    return {"machine": platform.machine(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "onnxruntime": ort.__version__, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def to_markdown(res: dict) -> str:
+    lines = []
+    cls = [r for r in res["classifier"] if "skipped" not in r]
+    if cls:
+        lines += ["| config | precision | batch | p50 ms | p90 ms | p99 ms | faces/s | RSS MiB |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in cls:
+            L = r["latency_ms"]
+            lines.append(f"| {r['config']} | {r['precision']} | {r['batch']} | {L['p50']:.3f} | {L['p90']:.3f} | "
+                         f"{L['p99']:.3f} | {r['throughput_per_s']:.0f} | {r['rss_mb']:.0f} |")
+    if res.get("compare") and cls:
+        configs = list(dict.fromkeys(r["config"] for r in cls))
+        batches = sorted({r["batch"] for r in cls})
+        cell = {(r["config"], r["batch"]): r for r in cls}
+        lines += ["", "Side by side (p50 ms / faces/s):", "",
+                  "| batch | " + " | ".join(configs) + " |", "|---:|" + "---:|" * len(configs)]
+        for b in batches:
+            cells = [f"{cell[c, b]['latency_ms']['p50']:.2f} / {cell[c, b]['throughput_per_s']:.0f}"
+                     if (c, b) in cell else "-" for c in configs]
+            lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    if res.get("pipeline"):
+        lines += ["", "| pipeline config | frames | fps | decode | detect | preprocess | infer | output | slowest |"
+                      " peak RSS MiB |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+        for p in res["pipeline"]:
+            ms = p["stage_ms"]
+            stage = " | ".join(f"{ms[s].get('mean', 0):.1f}" for s in ("decode", "detect", "preprocess", "infer",
+                                                                       "output"))
+            lines.append(f"| {p['config']} | {p['frames_processed']} | {p['fps']:.1f} | {stage} | "
+                         f"{p['limiting_stage']} | {p['peak_rss_mb']:.0f} |")
+    skipped = [r for r in res["classifier"] if "skipped" in r]
+    lines += [f"- skipped {r['config']} batch {r['batch']}: {r['skipped']}" for r in skipped]
+    lines += [f"- {n}" for n in res.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict, path: Path) -> str | None:
+    """Throughput vs batch per configuration (and pipeline stage ms); returns a note when skipped."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (pip install 'ffd-edge[train]')"
+    cls = [r for r in res["classifier"] if "skipped" not in r]
+    n = 1 + bool(res.get("pipeline"))
+    fig, axes = plt.subplots(1, n, figsize=(6 * n, 4), squeeze=False)
+    ax = axes[0][0]
+    for c in dict.fromkeys(r["config"] for r in cls):
+        rs = [r for r in cls if r["config"] == c]
+        ax.plot([r["batch"] for r in rs], [r["throughput_per_s"] for r in rs], marker="o", label=c)
+    ax.set(xscale="log", xlabel="batch size", ylabel="faces/s", title="classifier throughput")
+    ax.legend(fontsize=7)
+    if n == 2:
+        ax = axes[0][1]
+        stages = ("decode", "detect", "preprocess", "infer", "output")
+        names = [p["config"] for p in res["pipeline"]]
+        bottom = np.zeros(len(names))
+        for s in stages:
+            v = np.array([p["stage_ms"][s].get("mean", 0.0) for p in res["pipeline"]])
+            ax.bar(names, v, bottom=bottom, label=s)
+            bottom += v
+        ax.set(ylabel="ms per frame (stage means)", title="pipeline stages")
+        ax.legend(fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None
+
+
+def run_bench(models: Sequence[str | os.PathLike], backends: Sequence[str] = ("ort",),
+              batch_sizes: Sequence[int] = (1, 8, 32), threads: Sequence[int | None] = (None,),
+              video: str | os.PathLike | None = None, out_dir: str | os.PathLike = "bench_out", iters: int = 50,
+              max_frames: int = 300, compare: bool = False, detector_model=None) -> dict:
+    """Every (model, backend, threads) configuration; writes bench.json/.md/.png into ``out_dir``."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the output folder: {e.strerror or e}", path=out) from e
+    if not models:
+        raise ConfigError("give at least one model (.onnx or .engine)")
+    res: dict = {"env": _env(), "compare": compare, "classifier": [], "pipeline": [], "notes": []}
+    for model, backend, t in product(map(Path, models), backends, threads):
+        if backend == "trt" and model.suffix == ".onnx":
+            res["notes"].append(f"{model.name}: trt runs an engine; build one with `ffd build-engine` (skipped)")
+            continue
+        if backend != "trt" and model.suffix != ".onnx":
+            res["notes"].append(f"{model.name}: {backend} runs ONNX files (skipped)")
+            continue
+        res["classifier"] += bench_classifier(model, backend, batch_sizes, iters=iters, threads=t)
+        if video is not None:
+            res["pipeline"].append(bench_e2e(video, model, backend, t, max_frames=max_frames,
+                                             detector_model=detector_model))
+    note = plot(res, out / "bench.png")
+    if note:
+        res["notes"].append(note)
+    (out / "bench.json").write_text(json.dumps(res, indent=1))
+    (out / "bench.md").write_text(to_markdown(res))
+    res["files"] = [str(out / f) for f in ("bench.json", "bench.md", "bench.png") if (out / f).exists()]
+    return res
