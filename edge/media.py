@@ -12,6 +12,11 @@ and size from the container. Every failure a user can cause (missing, zero-byte,
 non-media, corrupt or truncated file) is an :class:`~edge.errors.InputError` naming the
 file. Decoding one file never touches another, so a caller can run it in a worker
 process with a timeout.
+
+No file can hang a run: FFmpeg's blocking opens and reads are interrupted after
+``FFD_DECODE_TIMEOUT_S`` (OpenCV's open/read timeouts), and a :class:`VideoReader` stops
+with an InputError once one file has taken longer than that in total (default 300 s per
+file, checked between frames; frames decoded before still count).
 """
 from __future__ import annotations
 
@@ -30,6 +35,18 @@ VIDEO_EXTS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg",
                         ".wmv", ".flv", ".3gp", ".ts"})
 
 Frame = tuple[int, float, np.ndarray]  # (frame index, timestamp in seconds, uint8 BGR frame)
+
+DEFAULT_DECODE_TIMEOUT_S = 300.0
+
+
+def decode_timeout_s() -> float:
+    """Per-file decode budget in seconds: ``FFD_DECODE_TIMEOUT_S`` or 300."""
+    try:
+        t = float(os.environ.get("FFD_DECODE_TIMEOUT_S", DEFAULT_DECODE_TIMEOUT_S))
+    except ValueError:
+        raise ConfigError(f"FFD_DECODE_TIMEOUT_S must be a number of seconds, got "
+                          f"{os.environ['FFD_DECODE_TIMEOUT_S']!r}") from None
+    return t if t > 0 else DEFAULT_DECODE_TIMEOUT_S
 
 
 def is_image(path: str | os.PathLike) -> bool:
@@ -90,11 +107,18 @@ class VideoInfo:
     height: int
 
 
-def _open_capture(path: Path):
+def _new_capture(path: Path, timeout_s: float | None = None):
+    """An FFmpeg capture whose blocking open and reads give up after ``timeout_s``."""
     import cv2
 
+    ms = int(1000 * (timeout_s or decode_timeout_s()))
+    return cv2.VideoCapture(str(path), cv2.CAP_FFMPEG,
+                            [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+
+
+def _open_capture(path: Path, timeout_s: float | None = None):
     _check_file(path)
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    cap = _new_capture(path, timeout_s)
     if not cap.isOpened():
         cap.release()
         raise InputError("cannot open video (not a video, corrupt or truncated)", path=path,
@@ -137,12 +161,18 @@ class VideoReader:
 
     After iterating, ``decoded`` is the number of frames that really decoded when the
     reader had to count them, and ``truncated`` is True if fewer frames decoded than the
-    container claimed (the frames that did decode were still yielded).
+    container claimed (the frames that did decode were still yielded). ``timeout_s``
+    (default :func:`decode_timeout_s`) bounds the whole file: past it, reading raises
+    InputError.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, timeout_s: float | None = None):
+        import time
+
         self.path = Path(path)
-        self._cap = _open_capture(self.path)
+        self.timeout_s = timeout_s if timeout_s and timeout_s > 0 else decode_timeout_s()
+        self._deadline = time.monotonic() + self.timeout_s
+        self._cap = _open_capture(self.path, self.timeout_s)
         self.info = _info(self._cap)
         self.truncated = False
         self.decoded: int | None = None
@@ -161,26 +191,37 @@ class VideoReader:
     def _time(self, index: int) -> float:
         return index / self.info.fps if self.info.fps else 0.0
 
+    def _check_time(self) -> None:
+        import time
+
+        if time.monotonic() > self._deadline:
+            raise InputError(f"decoding took longer than {self.timeout_s:g} s (per-file decode timeout)",
+                             path=self.path, fix="re-encode the file (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4), "
+                                                 "or raise FFD_DECODE_TIMEOUT_S")
+
+    def _grab(self) -> bool:
+        self._check_time()
+        return self._cap.grab()
+
     def _read(self, index: int | None = None):
         """Decode the next frame, or frame ``index`` after a seek; None when that fails."""
         import cv2
 
+        self._check_time()
         if index is not None and not self._cap.set(cv2.CAP_PROP_POS_FRAMES, index):
             return None
         ok, frame = self._cap.read()
         return frame if ok and frame is not None and frame.size else None
 
     def _restart(self) -> None:
-        import cv2
-
         self._cap.release()
-        self._cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        self._cap = _new_capture(self.path, self.timeout_s)
 
     def _count_frames(self) -> int:
         """Frames that really decode (grab() decodes without the colour conversion)."""
         self._restart()
         n = 0
-        while self._cap.grab():
+        while self._grab():
             n += 1
         self._restart()
         self.decoded = n
@@ -198,7 +239,7 @@ class VideoReader:
                 if frame is None:
                     break
                 yield i, self._time(i), as_bgr(frame)
-            elif not self._cap.grab():
+            elif not self._grab():
                 break
             i += 1
         if self.decoded is None:
