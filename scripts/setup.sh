@@ -7,3 +7,16 @@ PY=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[dev]"
+
+# TensorRT binding wheels for tests/test_trt_api.py (API conformance without a GPU): their
+# tensorrt.so string tables list every TensorRT Python name of 10.3 (JetPack 6) and 11.4 (desktop).
+# ~1 MB each, not installed, only read. Idempotent; a failure (no network) only skips that test.
+TRT_WHEELS=.cache/trt-bindings
+mkdir -p "$TRT_WHEELS"
+for spec in "tensorrt-cu12-bindings==10.3.0" "tensorrt-cu13-bindings==11.4.0.106"; do
+  stem=$(echo "${spec%%==*}" | tr - _)-"${spec##*==}"
+  if ! ls "$TRT_WHEELS/$stem"-*.whl >/dev/null 2>&1; then
+    .venv/bin/python -m pip download -q --no-deps "$spec" -d "$TRT_WHEELS" >/dev/null 2>&1 \
+      || echo "setup: could not download $spec (offline?); tests/test_trt_api.py will skip" >&2
+  fi
+done
