@@ -60,15 +60,20 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         raise ModelError(f"refused to load: the file holds objects other than tensors and plain data ({e})",
                          path=path, fix="only load ffd checkpoints; never load pickles from untrusted sources") from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise ModelError(f"checkpoint is corrupt or not a torch file: {e}", path=path,
+    except Exception as e:  # noqa: BLE001 - garbage makes the unpickler raise anything (IndexError, KeyError, ...)
+        raise ModelError(f"checkpoint is corrupt or not a torch file: {type(e).__name__}: {e}", path=path,
                          fix="re-train or restore the checkpoint") from e
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ModelError(f"not an ffd checkpoint (format {blob.get('format') if isinstance(blob, dict) else type(blob).__name__!r})",
                          path=path, fix="pass a checkpoint written by `ffd train`")
-    for k in ("model_kwargs", "config", "metrics"):
-        blob[k] = json.loads(blob[k])
-    blob["card"] = ModelCard.from_json(blob["card"])
+    try:
+        for k in ("model_kwargs", "config", "metrics"):
+            blob[k] = json.loads(blob[k])
+        blob["card"] = ModelCard.from_json(blob["card"])
+        blob["model_name"], blob["state_dict"]  # noqa: B018 - required fields
+    except (KeyError, TypeError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+        raise ModelError(f"the ffd checkpoint is incomplete or damaged ({type(e).__name__}: {e})", path=path,
+                         fix="re-train or restore the checkpoint") from e
     return blob
 
 
@@ -82,7 +87,12 @@ def load_checkpoint(path: str | os.PathLike, expect_model: str | None = None):
         raise ModelError(f"checkpoint holds a {name!r} model, expected {expect_model!r}", path=path,
                          fix=f"pass a {expect_model} checkpoint")
     model = create_model(name, **blob["model_kwargs"])
-    missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
+    except RuntimeError as e:  # same keys, other shapes: strict=False does not cover size mismatches
+        raise ModelError(f"checkpoint does not fit model {name!r}: {str(e).strip().splitlines()[-1].strip()[:300]}",
+                         path=path, fix="the checkpoint is of another architecture or version; re-train or pick "
+                                        "the right file") from e
     if missing or unexpected:
         raise ModelError(f"checkpoint does not fit model {name!r}: missing {list(missing)[:5]}, "
                          f"unexpected {list(unexpected)[:5]}", path=path,
