@@ -195,22 +195,27 @@ def roc_auc(y: np.ndarray, s: np.ndarray) -> float | None:
     return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 
-def eval_set(eval_dirs: Sequence[str | os.PathLike], spec, n: int = 256, detector_model=None, seed: int = 0):
-    """Labelled faces from folders with ``real/`` and ``fake/`` subfolders -> (x, y); n split over the classes."""
+def eval_set(eval_dirs: Sequence[str | os.PathLike], spec, n: int = 256, detector_model=None, seed: int = 0,
+             crops: bool = False):
+    """Labelled faces from folders with ``real/`` and ``fake/`` subfolders -> (x, y); n split over the classes.
+
+    ``crops=False``: images, faces detected and cropped per ``spec``; ``True``: ready face crops (resized).
+    """
     from edge.spec import preprocess
 
     from .calibset import collect_faces
 
-    crops, labels = [], []
+    xs, labels = [], []
     for cls, lab in (("real", 0), ("fake", 1)):
         dirs = [Path(d) / c for d in eval_dirs for c in (cls, cls.upper(), cls.capitalize()) if (Path(d) / c).is_dir()]
         if not dirs:
             raise ConfigError(f"no '{cls}' subfolder in the evaluation data", path=", ".join(map(str, eval_dirs)),
-                              fix="pass --eval folders that hold real/ and fake/ subfolders")
-        c, _ = collect_faces(dirs, spec, n // 2, detector_model=detector_model, seed=seed)
-        crops += c
+                              fix="pass --eval/--eval-crops folders that hold real/ and fake/ subfolders")
+        c, _ = collect_faces([] if crops else dirs, spec, n // 2, crops=dirs if crops else (),
+                             detector_model=detector_model, seed=seed)
+        xs += c
         labels += [lab] * len(c)
-    return preprocess(crops, spec), np.asarray(labels, np.int64)
+    return preprocess(xs, spec), np.asarray(labels, np.int64)
 
 
 def compare(fp32_scores: np.ndarray, q_scores: np.ndarray, card: ModelCard, y: np.ndarray | None) -> dict:
@@ -236,7 +241,8 @@ def quantize_onnx(onnx_path: str | os.PathLike, calib_dir: str | os.PathLike, ou
                   *, target: str = "both", method: str = "entropy", exclude_op: Sequence[str] = (),
                   exclude_node: Sequence[str] = (), high_precision: str = "fp16", cpu_format: str = "qdq",
                   per_channel: bool = True, calibration_eps: Sequence[str] | None = None,
-                  eval_data: Sequence[str | os.PathLike] = (), eval_n: int = 256, detector_model=None,
+                  eval_data: Sequence[str | os.PathLike] = (), eval_crops: Sequence[str | os.PathLike] = (),
+                  eval_n: int = 256, detector_model=None,
                   verbose: bool = True) -> dict:
     """FP32 ONNX (from ``ffd export``) + calibration dir -> INT8 artefact(s) and a report dict (also JSON on disk)."""
     from .calibset import load_calibset, read_card
@@ -276,9 +282,11 @@ def quantize_onnx(onnx_path: str | os.PathLike, calib_dir: str | os.PathLike, ou
         artefacts["cpu"] = {"path": str(out), "flavour": flavour, "seconds": round(time.time() - t1, 1)}
 
     # evaluation: labelled faces when given, else agreement on the calibration faces
-    if eval_data:
-        xe, ye = eval_set(eval_data, card.spec, eval_n, detector_model)
-        where = f"{len(ye)} labelled faces from {', '.join(map(str, eval_data))}"
+    if eval_data or eval_crops:
+        parts = [eval_set(d, card.spec, eval_n, detector_model, crops=c) for d, c in ((eval_data, False),
+                                                                                     (eval_crops, True)) if d]
+        xe, ye = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        where = f"{len(ye)} labelled faces from {', '.join(map(str, [*eval_data, *eval_crops]))}"
     else:
         xe, ye = x[:eval_n], None
         where = f"{min(eval_n, len(x))} calibration faces (no labels: pass --eval for AUC)"

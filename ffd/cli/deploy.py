@@ -77,7 +77,8 @@ def register(app: typer.Typer) -> None:
             high_precision: Annotated[str, typer.Option("--high-precision", help="trt: dtype of non-INT8 ops, fp16 (TensorRT) or fp32.")] = "fp16",
             cpu_format: Annotated[str, typer.Option("--cpu-format", help="cpu: qdq or qoperator.")] = "qdq",
             eval_data: Annotated[Optional[list[Path]], typer.Option("--eval", help="Folder with real/ and fake/ images for the AUC report; repeat.")] = None,
-            eval_n: Annotated[int, typer.Option("--eval-n", min=2, help="Faces in the evaluation.")] = 256,
+            eval_crops: Annotated[Optional[list[Path]], typer.Option("--eval-crops", help="Like --eval, with ready face crops; repeat.")] = None,
+            eval_n: Annotated[int, typer.Option("--eval-n", min=2, help="Faces per evaluation source.")] = 256,
             eps: Annotated[Optional[list[str]], typer.Option("--calibration-ep", help="trt: execution providers for calibration (default: cuda if present, else cpu).")] = None,
             detector_model: DetectorModel = None):
         """INT8 post-training quantization on a calibration set, with an FP32-vs-INT8 report."""
@@ -86,4 +87,5 @@ def register(app: typer.Typer) -> None:
         with _one_line_warnings():
             quantize_onnx(onnx_path, calib, output, target=target, method=method, exclude_op=exclude_op or (),
                           exclude_node=exclude_node or (), high_precision=high_precision, cpu_format=cpu_format,
-                          calibration_eps=eps, eval_data=eval_data or (), eval_n=eval_n, detector_model=detector_model)
+                          calibration_eps=eps, eval_data=eval_data or (), eval_crops=eval_crops or (),
+                          eval_n=eval_n, detector_model=detector_model)
