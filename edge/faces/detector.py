@@ -18,6 +18,7 @@ from ..errors import ConfigError, InputError, ModelError
 
 YUNET_ENV = "FFD_YUNET_MODEL"
 YUNET_FILENAME = "face_detection_yunet.onnx"
+MIN_DETECT_SIDE = 8  # px: below this (after the downscale to max_side) no face can be found
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ class FaceDetector:
                                                      interpolation=cv2.INTER_AREA)
         inv = 1.0 / scale
         dets: list[Detection] = []
+        if min(small.shape[:2]) < MIN_DETECT_SIDE:  # no face fits; YuNet returns garbage boxes for 1-2 px inputs
+            return dets
         if self.kind == "yunet":
             sh, sw = small.shape[:2]
             if self._size != (sw, sh):
@@ -116,8 +119,19 @@ class FaceDetector:
             min_side = max(20, int(min(small.shape[:2]) * 0.08))
             for x, y, bw, bh in self._net.detectMultiScale(grey, 1.1, 5, minSize=(min_side, min_side)):
                 dets.append(Detection((x * inv, y * inv, bw * inv, bh * inv), 1.0, None))
+        dets = [d for d in dets if _plausible(d, w, h)]
         dets.sort(key=lambda d: d.area, reverse=True)
         return dets
+
+
+def _plausible(d: Detection, w: int, h: int) -> bool:
+    """A finite box of positive size that overlaps the image (drops degenerate detector output)."""
+    x, y, bw, bh = d.box
+    if not all(np.isfinite(v) for v in d.box) or bw <= 0 or bh <= 0 or not np.isfinite(d.score):
+        return False
+    if d.landmarks is not None and not np.all(np.isfinite(d.landmarks)):
+        return False
+    return x < w and y < h and x + bw > 0 and y + bh > 0
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:
