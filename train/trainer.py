@@ -178,8 +178,10 @@ def _val_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> di
 
 def _move(batch, device):
     if isinstance(batch, (list, tuple)):
-        return type(batch)(b.to(device, non_blocking=True) if torch.is_tensor(b) else b for b in batch)
-    return batch.to(device, non_blocking=True)
+        return type(batch)(_move(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _move(v, device) for k, v in batch.items()}
+    return batch.to(device, non_blocking=True) if torch.is_tensor(batch) else batch
 
 
 def _cosine(step: int, total: int, warmup: int) -> float:
