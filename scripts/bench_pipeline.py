@@ -37,7 +37,6 @@ def find_model() -> tuple[Path | None, str]:
 
 def build_student_int8(work: Path, faces: list[Path]) -> Path:
     """Untrained student_small -> ONNX (P(fake), card in metadata) -> ORT static INT8 (QDQ)."""
-    import numpy as np
     import onnx
     import torch
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
