@@ -270,3 +270,28 @@ def test_competitive_task_step_and_deployed_branch():
     # the deployed branch is a plain registry ViT whose weights load into a fresh create_model
     fresh = create_model("vit_tiny_patch8", **TINY)
     fresh.load_state_dict(task.model.state_dict())
+
+
+def test_cli_pretrain_then_train_vit_competitive(tmp_path):
+    """`ffd pretrain` -> `ffd train vit --pretrained --competitive`: exit 0, a deployable plain-ViT checkpoint."""
+    from typer.testing import CliRunner
+
+    from ffd.cli import app
+    from tests.test_threshold import _tiny_dataset
+    from train.checkpoint import load_checkpoint, read_checkpoint
+
+    data = _tiny_dataset(tmp_path / "data", n=30)  # 60 files: every split gets some
+    r = CliRunner().invoke(app, ["pretrain", "--data", str(data), "-o", str(tmp_path / "bb.pt"), "--model",
+                                 "vit_mini_patch8", "--img-size", "32", "--epochs", "1", "-b", "8", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert read_checkpoint(tmp_path / "bb.pt")["config"]["n_images"] == 30  # the fakes were dropped
+    r = CliRunner().invoke(app, ["train", "vit", "--data", str(data), "-o", str(tmp_path / "run"), "--model",
+                                 "vit_mini_patch8", "--img-size", "32", "--pretrained", str(tmp_path / "bb.pt"),
+                                 "--competitive", "--no-sbi", "--epochs", "1", "-b", "8", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    model, card, blob = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert blob["model_name"] == "vit_mini_patch8" and card.extra["variant"] == "competitive"
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2)
+    bad = CliRunner().invoke(app, ["train", "vit", "--data", str(data), "-o", str(tmp_path / "r2"), "--model",
+                                   "student_tiny", "--epochs", "1"])
+    assert bad.exit_code != 0

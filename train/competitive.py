@@ -161,14 +161,12 @@ class CompetitiveTask(TrainTask):
 
 # --- fine-tuning entry point ------------------------------------------------------------------
 def _samples(data) -> list:
-    from .data import load_samples
+    """Samples from dataset path(s) (``real:``/``fake:`` prefixes as in ``ffd train``) or a list of samples."""
+    from .recipes import load_pooled
 
     if isinstance(data, (list, tuple)) and data and hasattr(data[0], "label"):
         return list(data)
-    out = []
-    for d in (data if isinstance(data, (list, tuple)) else [data]):
-        out += load_samples(d)
-    return out
+    return load_pooled(list(data) if isinstance(data, (list, tuple)) else [data])
 
 
 def train_vit(data, out: str | os.PathLike, *, model: str = "vit_tiny_patch8", img_size: int | None = None,
