@@ -130,6 +130,7 @@ def main() -> None:
     ap.add_argument("--student-model", default="student_small")
     ap.add_argument("--teacher-model", default="teacher_dual")
     ap.add_argument("--size", type=int, help="crop size for fresh models (default: the student checkpoint's, else 128)")
+    ap.add_argument("--fresh", action="store_true", help="ignore checkpoints under runs/: freshly initialised models")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calib-n", type=int, default=512)
     ap.add_argument("--eval-n", type=int, default=400)
@@ -158,12 +159,12 @@ def main() -> None:
     os.environ.setdefault("FFD_YUNET_MODEL", str(a.shared / "models" / "face_detection_yunet.onnx"))
     work = a.work or Path(tempfile.mkdtemp(prefix="ffd-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    student = a.student or newest("student_")
+    student = a.student or (None if a.fresh else newest("student_"))
     size = a.size or (read_checkpoint(student)["card"].spec.size if student else 128)
     trained_student = student is not None
     if student is None:
         student = fresh_ckpt(a.student_model, size, work / "student_fresh.pt")
-    teacher = a.teacher or newest("teacher_")
+    teacher = a.teacher or (None if a.fresh else newest("teacher_"))
     trained_teacher = teacher is not None
     if teacher is None:
         teacher = fresh_ckpt(a.teacher_model, size, work / "teacher_fresh.pt")
