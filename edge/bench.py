@@ -36,8 +36,26 @@ def time_calls(fn: Callable[[], object], iters: int = 50, warmup: int = 5, min_t
     return times
 
 
+def _status_kib(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB."""
+    """Peak resident set size of this process in MiB.
+
+    Linux: ``VmHWM`` from /proc (``ru_maxrss`` would carry a parent's peak across fork+exec, so
+    every benchmark subprocess would report at least its launcher's peak).
+    """
+    kib = _status_kib("VmHWM")
+    if kib is not None:
+        return kib / 1024.0
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 1024.0 if sys.platform != "darwin" else r / 2**20
 

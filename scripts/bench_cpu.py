@@ -34,7 +34,7 @@ BATCHES = (1, 32)
 def worker(cfg: dict) -> dict:
     import numpy as np
 
-    from edge.bench import percentiles, time_calls
+    from edge.bench import peak_rss_mb, percentiles, time_calls
 
     x_all = np.load(cfg["inputs"])
     out = {"name": cfg["name"], "batches": {}}
@@ -72,20 +72,6 @@ def worker(cfg: dict) -> dict:
                                   "p99_ms": p["p99"], "n": p["n"]}
     out["peak_rss_mb"] = peak_rss_mb()
     return out
-
-
-def peak_rss_mb() -> float:
-    """VmHWM of this process: unlike ``ru_maxrss`` (edge.bench.peak_rss_mb) it does not inherit the parent's
-    high-water mark across fork+exec, so each configuration's RSS is its own."""
-    from edge.bench import peak_rss_mb as fallback
-
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return fallback()
 
 
 def run_worker(cfg: dict, timeout: int = 900) -> dict:
