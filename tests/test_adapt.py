@@ -223,7 +223,7 @@ def test_cli_adapt_chain(tiny_setup, tmp_path):
     r = CliRunner().invoke(app, ["adapt", str(s["ckpt"]), "--target", str(s["target"]), "-o", str(out),
                                  "--method", "finetune-kd", "--epochs", "2", "--batch-size", "8", "--shots", "12",
                                  "--lr", "3e-3", "--temperature", "4", "--alpha", "0.5", "--seed", "1",
-                                 "--device", "cpu", "--source-eval", str(s["source"]),
+                                 "--device", "cpu", "--keep", "last", "--source-eval", str(s["source"]),
                                  "--target-eval", str(s["target_eval"])])
     assert r.exit_code == 0, r.output
     assert "adapted checkpoint" in r.output and "| source |" in r.output
@@ -232,7 +232,7 @@ def test_cli_adapt_chain(tiny_setup, tmp_path):
     info = card.extra["adaptation"]
     assert info["method"] == "finetune_kd" and info["source_data_used"] is False
     assert info["n_train"] == {"real": 12, "fake": 12}
-    assert info["config"]["temperature"] == 4.0
+    assert info["config"]["temperature"] == 4.0 and info["kept_epoch"] == 2
     if "threshold_calibration" in card.extra:  # train.threshold is installed: re-calibrated on target val
         assert 0.0 <= card.threshold <= 1.0
     rep = json.loads((tmp_path / "adapted_forgetting.json").read_text())

@@ -46,6 +46,7 @@ from .task import TrainTask
 
 METHODS = ("fretal", "finetune", "finetune_kd")
 NUM_BINS = 5  # teacher confidence bins over [0.5, 1.0] in steps of 0.1
+VAL_SPLIT_SEED_OFFSET = 1_000_003  # target validation split seed = this + seed
 
 
 # --- losses -------------------------------------------------------------------------------
@@ -121,6 +122,7 @@ class AdaptConfig:
     num_bins: int = NUM_BINS
     val_fraction: float = 0.2  # held-out target validation split (threshold calibration)
     augment: bool = True  # FaceDataset augmentation (h-flip, JPEG, brightness) on target training crops
+    keep: str = "best"  # "best": the epoch with the best target-validation AUC; "last": the final weights
     seed: int = 0
 
     def __post_init__(self):
@@ -134,6 +136,8 @@ class AdaptConfig:
             raise ConfigError("temperature > 0, beta >= 0, epochs >= 1, lr > 0 and batch_size >= 2 are required")
         if self.shots is not None and self.shots < 1:
             raise ConfigError(f"shots must be >= 1 (per class), got {self.shots}")
+        if self.keep not in ("best", "last"):
+            raise ConfigError(f"keep must be 'best' or 'last', got {self.keep!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -206,7 +210,9 @@ def _split_target(samples: list, cfg: AdaptConfig) -> tuple[list, list]:
     if cfg.val_fraction > 0:
         from train.data import split_samples
 
-        parts = split_samples(samples, val=cfg.val_fraction, test=0.0, seed=cfg.seed)
+        # an offset seed: the hash split is a pure function of (seed, group), so reusing the seed
+        # that carved ``samples`` out of a bigger set would put no group in val
+        parts = split_samples(samples, val=cfg.val_fraction, test=0.0, seed=VAL_SPLIT_SEED_OFFSET + cfg.seed)
         train_pool, val = _part(parts, "train"), _part(parts, "val")
     else:
         train_pool, val = samples, []
@@ -233,14 +239,15 @@ def _part(parts, name: str) -> list:
 def adapt(ckpt: str | os.PathLike, target_data, out: str | os.PathLike, *, method: str = "fretal",
           shots: int | None = None, epochs: int = 10, lr: float = 1e-4, seed: int = 0, temperature: float = 20.0,
           alpha: float = 0.5, beta: float = 1.0, batch_size: int = 32, val_fraction: float = 0.2,
-          weight_decay: float = 1e-4, augment: bool = True, device: str = "auto", progress: bool = False,
-          log=None) -> Path:
+          weight_decay: float = 1e-4, augment: bool = True, keep: str = "best", device: str = "auto",
+          progress: bool = False, log=None) -> Path:
     """Adapt the checkpoint ``ckpt`` to ``target_data`` (target domain only) and save it to ``out``.
 
     ``target_data`` is a path :func:`train.data.load_samples` reads or a list of samples; there
     is deliberately no parameter for source data. ``shots`` = training samples per class
-    (None: the whole training split). The epoch with the best AUC on the held-out target
-    validation split is kept (:func:`train.trainer.fit`). Returns the adapted checkpoint's path.
+    (None: the whole training split). ``keep="best"`` keeps the epoch with the best AUC on the
+    held-out target validation split (:func:`train.trainer.fit`), ``"last"`` the final weights.
+    Returns the adapted checkpoint's path.
     """
     import shutil
     import tempfile
@@ -251,7 +258,7 @@ def adapt(ckpt: str | os.PathLike, target_data, out: str | os.PathLike, *, metho
 
     cfg = AdaptConfig(method=method, shots=shots, epochs=epochs, lr=lr, batch_size=batch_size,
                       weight_decay=weight_decay, temperature=temperature, alpha=alpha, beta=beta,
-                      val_fraction=val_fraction, augment=augment, seed=seed)
+                      val_fraction=val_fraction, augment=augment, keep=keep, seed=seed)
     if cfg.val_fraction <= 0:
         raise ConfigError("adaptation needs a target validation split (epoch selection, threshold)",
                           fix="use --val 0.2 (default)")
@@ -284,9 +291,11 @@ def adapt(ckpt: str | os.PathLike, target_data, out: str | os.PathLike, *, metho
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix=".adapt-", dir=out.parent) as work:
         res = fit(task, train_loader, val_loader, fcfg, work)
-        best, _, best_blob = load_checkpoint(res["best"])
+        best, _, best_blob = load_checkpoint(res[cfg.keep])
         shutil.rmtree(work, ignore_errors=True)
-    info.update(seconds=round(time.time() - t0, 1), best_epoch=res["best_epoch"], target_val_auc=res["best_auc"],
+    kept = res["best_epoch"] if cfg.keep == "best" else len(res["history"])
+    info.update(seconds=round(time.time() - t0, 1), best_epoch=res["best_epoch"], kept_epoch=kept,
+                target_val_auc=best_blob.get("metrics", {}).get("val_auc"),
                 history=[{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in res["history"]])
     extra = dict(card.extra)
     extra["adaptation"] = info

@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Mini-batch size.")] = 32,
         val: Annotated[float, typer.Option("--val", help="Fraction of target groups held out to "
                                            "re-calibrate the threshold.")] = 0.2,
+        keep: Annotated[str, typer.Option("--keep", help="best: the epoch with the best target-validation "
+                                          "AUC; last: the final weights.")] = "best",
         source_eval: Annotated[Optional[Path], typer.Option("--source-eval", help="Source-domain set for the "
                                                             "forgetting report only (read after training).")] = None,
         target_eval: Annotated[Optional[Path], typer.Option("--target-eval", help="Target-domain test set for "
@@ -44,7 +46,7 @@ def register(app: typer.Typer) -> None:
 
         res = adapt_and_report(ckpt, target, out, source_eval=source_eval, target_eval=target_eval,
                                method=method, shots=shots, epochs=epochs, lr=lr, temperature=temperature,
-                               alpha=alpha, beta=beta, batch_size=batch_size, val_fraction=val, seed=seed,
+                               alpha=alpha, beta=beta, batch_size=batch_size, val_fraction=val, keep=keep, seed=seed,
                                device=device)
         typer.echo(f"adapted checkpoint: {res['checkpoint']}")
         for f in res["report_files"]:
