@@ -1,0 +1,388 @@
+"""The bad-input corpus of the reliability suite, generated on the fly (never committed).
+
+``build_media_corpus(folder, faces)`` writes images and videos that users really meet in
+archives and camera dumps -- broken, odd and merely unusual -- and returns one
+:class:`Entry` per file with what a correct run must make of it:
+
+* ``face``: a correct result with at least one face;
+* ``no_face``: a correct result without a face (and without an error);
+* ``error``: a recorded, clear error (an :class:`~edge.errors.FfdError` message);
+* ``any``: either (a truncated or bit-flipped file may decode in part), never a crash or hang.
+
+Files sit under ``folder/real/`` and ``folder/fake/`` (alternating), so an extraction of
+the whole folder is a labelled dataset that ``ffd eval`` can read.
+
+How the hard cases are made with nothing but OpenCV and the standard library:
+
+* *audio-only*: OpenCV cannot write audio, so a real PCM WAV file is renamed ``.mp4``
+  (FFmpeg probes the content, finds no video stream).
+* *variable frame rate*: OpenCV writers are constant-rate, so an mp4v MP4 is written and
+  its ``stts`` box (sample durations) is rewritten with irregular durations
+  (:func:`set_mp4_frame_durations`); the ``moov`` box sits after ``mdat``, so chunk offsets
+  stay valid. FFmpeg then reports irregular timestamps (``CAP_PROP_POS_MSEC``).
+* *rotated metadata*: the display matrix in the MP4 ``tkhd`` box is patched to 90 degrees
+  (:func:`set_mp4_rotation`) over frames stored on their side; OpenCV (FFmpeg backend,
+  ``CAP_PROP_ORIENTATION_AUTO``) turns them upright. For JPEG an EXIF APP1 segment with
+  ``Orientation = 6`` is inserted (:func:`jpeg_with_exif_orientation`).
+* *20 faces*: 20 london_faces portraits tiled on one frame; *border*: a face half outside.
+* *truncated*/*bit-flipped* MP4/AVI/MKV: cut files and seeded byte flips in the payload.
+
+``build_model_corpus(folder, good_onnx)`` writes broken models: corrupt/truncated/empty
+ONNX, ONNX without the model card, a TensorRT engine whose sidecar says another TensorRT
+version, an engine without a sidecar, a checkpoint of another architecture, a non-ffd torch
+file and malicious pickles whose ``__reduce__`` would create :data:`MARKER`.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from media import face_canvas, write_face_video
+
+EXPECTS = ("face", "no_face", "error", "any")
+HOSTILE_NAME = "<img src=x onerror=alert(1)>&.jpg"  # for the HTML report: must come out escaped
+MARKER = "PWNED_marker"  # what a malicious pickle would create next to itself
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    path: Path
+    kind: str  # image | video
+    expect: str  # face | no_face | error | any
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    kind: str  # onnx | engine | ckpt
+    note: str = ""
+
+
+# --- small MP4 box editor -------------------------------------------------------------------------
+_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
+
+
+def _parse_boxes(d: bytes, off: int, end: int) -> list:
+    out = []
+    while off < end:
+        size, typ = struct.unpack(">I4s", d[off:off + 8])
+        if size < 8:  # 64-bit sizes or to-end boxes: not written by OpenCV for small files
+            raise ValueError(f"unsupported MP4 box size {size} for {typ!r}")
+        body = d[off + 8:off + size]
+        out.append([typ, _parse_boxes(d, off + 8, off + size) if typ in _CONTAINERS else body])
+        off += size
+    return out
+
+
+def _serialize(boxes: list) -> bytes:
+    parts = []
+    for typ, body in boxes:
+        raw = _serialize(body) if isinstance(body, list) else body
+        parts.append(struct.pack(">I4s", 8 + len(raw), typ) + raw)
+    return b"".join(parts)
+
+
+def _find(boxes: list, *path: bytes) -> list:
+    for node in boxes:
+        if node[0] == path[0]:
+            return node if len(path) == 1 else _find(node[1], *path[1:])
+    raise KeyError(path)
+
+
+def _edit_mp4(path: Path, edit) -> None:
+    d = path.read_bytes()
+    top = _parse_boxes(d, 0, len(d))
+    names = [t for t, _ in top]
+    if names.index(b"moov") < names.index(b"mdat"):
+        raise ValueError("moov before mdat: resizing it would move the chunk offsets")
+    edit(top)
+    path.write_bytes(_serialize(top))
+
+
+def set_mp4_frame_durations(path: Path, factors: Sequence[float]) -> list[int]:
+    """Rewrite the ``stts`` box: sample i lasts in proportion to ``factors[i % len(factors)]``, the total
+    duration unchanged (so the edit list still covers every sample); returns the durations."""
+    durations: list[int] = []
+
+    def edit(top):
+        stts = _find(top, b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stts")
+        body = stts[1]
+        n_entries = struct.unpack(">I", body[4:8])[0]
+        entries = [struct.unpack(">II", body[8 + 8 * i:16 + 8 * i]) for i in range(n_entries)]
+        n = sum(c for c, _ in entries)
+        base = entries[0][1]
+        raw = [factors[i % len(factors)] for i in range(n)]
+        # same total duration (the edit list and mdhd keep their length), irregular steps
+        durations.extend(max(1, int(base * n * r / sum(raw))) for r in raw)
+        durations[-1] += base * n - sum(durations)
+        runs: list[list[int]] = []
+        for dur in durations:
+            if runs and runs[-1][1] == dur:
+                runs[-1][0] += 1
+            else:
+                runs.append([1, dur])
+        stts[1] = body[:4] + struct.pack(">I", len(runs)) + b"".join(struct.pack(">II", c, x) for c, x in runs)
+
+    _edit_mp4(path, edit)
+    return durations
+
+
+def set_mp4_rotation(path: Path, degrees: int = 90) -> None:
+    """Patch the display matrix of the (first) track header: a player shows the frames rotated."""
+    one, zero = 1 << 16, 0
+    a, b, c, dd = {90: (zero, one, -one, zero), 180: (-one, zero, zero, -one), 270: (zero, -one, one, zero)}[degrees]
+
+    def edit(top):
+        tkhd = _find(top, b"moov", b"trak", b"tkhd")
+        body = bytearray(tkhd[1])
+        off = 40 if body[0] == 0 else 52  # version 0: 32-bit times; matrix after layer/alt/volume
+        body[off:off + 36] = struct.pack(">9i", a, b, 0, c, dd, 0, 0, 0, 1 << 30)
+        tkhd[1] = bytes(body)
+
+    _edit_mp4(path, edit)
+
+
+def jpeg_with_exif_orientation(image: np.ndarray, orientation: int) -> bytes:
+    """A JPEG of ``image`` with an EXIF APP1 segment carrying ``Orientation``."""
+    ok, buf = cv2.imencode(".jpg", image)
+    assert ok
+    jpg = buf.tobytes()
+    ifd = struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + ifd
+    app1 = b"Exif\x00\x00" + tiff
+    return jpg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpg[2:]
+
+
+# --- writers ------------------------------------------------------------------------------------
+def _write_video(path: Path, frames: Sequence[np.ndarray], codec: str, fps: float = 10) -> Path:
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (w, h))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {codec} to {path}")
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+def _bitflip(src: Path, dst: Path, seed: int, n: int = 24, skip: float = 0.1) -> Path:
+    """Copy ``src`` with ``n`` seeded random bytes flipped (past the first ``skip`` of the file)."""
+    data = bytearray(src.read_bytes())
+    rng = np.random.default_rng(seed)
+    for i in rng.integers(int(len(data) * skip), len(data), n):
+        data[i] ^= int(rng.integers(1, 256))
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def _wav_bytes(seconds: float = 1.0, rate: int = 8000) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        t = np.arange(int(seconds * rate))
+        w.writeframes((np.sin(t * 2 * np.pi * 440 / rate) * 8000).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def _no_face_frame(i: int, size=(320, 240)) -> np.ndarray:
+    w, h = size
+    rng = np.random.default_rng(i)
+    img = cv2.resize(rng.integers(0, 255, (h // 16, w // 16, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    cv2.rectangle(img, (20 + 3 * i, 30), (120 + 3 * i, 200), (30, 200, 90), -1)
+    return img
+
+
+def tile_faces(faces: Sequence[np.ndarray], cols: int = 5, rows: int = 4, cell: int = 160) -> np.ndarray:
+    """``cols x rows`` faces on one frame (cell px each, a small gap between)."""
+    canvas = np.full((rows * cell, cols * cell, 3), 90, np.uint8)
+    for k in range(cols * rows):
+        f = cv2.resize(faces[k % len(faces)], (cell - 16, cell - 16), interpolation=cv2.INTER_AREA)
+        y, x = (k // cols) * cell + 8, (k % cols) * cell + 8
+        canvas[y:y + cell - 16, x:x + cell - 16] = f
+    return canvas
+
+
+def border_frame(face: np.ndarray, size=(320, 240), out_frac: float = 0.45) -> np.ndarray:
+    """The face with ``out_frac`` of its width beyond the right edge of the frame."""
+    w, h = size
+    side = int(h * 0.8)
+    f = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+    canvas = np.full((h, w, 3), 90, np.uint8)
+    x0 = w - int(side * (1 - out_frac))
+    y0 = (h - side) // 2
+    canvas[y0:y0 + side, x0:w] = f[:, : w - x0]
+    return canvas
+
+
+def build_media_corpus(folder: str | Path, faces: Sequence[str | Path], *, n_frames: int = 10,
+                       huge: int = 8000) -> list[Entry]:
+    """Write the media corpus under ``folder`` (real/ and fake/ halves) and return its entries."""
+    folder = Path(folder)
+    for sub in ("real", "fake"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    imgs = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in faces]
+    if any(im is None for im in imgs) or len(imgs) < 2:
+        raise FileNotFoundError("need at least two readable face images")
+    size = (320, 240)
+    entries: list[Entry] = []
+
+    def add(name: str, kind: str, expect: str, note: str = "") -> Path:
+        p = folder / ("real" if len(entries) % 2 == 0 else "fake") / name
+        entries.append(Entry(name, p, kind, expect, note))
+        return p
+
+    # --- images
+    face = face_canvas(imgs[0], size)
+    cv2.imwrite(str(add("face.jpg", "image", "face", "control: a plain face")), face)
+    cv2.imwrite(str(add("grey.png", "image", "face", "8-bit greyscale PNG")), cv2.cvtColor(face, cv2.COLOR_BGR2GRAY))
+    rgba = cv2.cvtColor(face_canvas(imgs[1], size), cv2.COLOR_BGR2BGRA)
+    rgba[..., 3] = 200
+    cv2.imwrite(str(add("rgba.png", "image", "face", "BGRA PNG with alpha")), rgba)
+    cv2.imwrite(str(add("deep16.png", "image", "face", "16-bit PNG")), face.astype(np.uint16) * 257)
+    cv2.imwrite(str(add("one_pixel.png", "image", "no_face", "1x1 image")), np.full((1, 1, 3), 128, np.uint8))
+    big = np.full((huge, huge, 3), 90, np.uint8)
+    f = cv2.resize(imgs[2 % len(imgs)], (huge // 2, huge // 2), interpolation=cv2.INTER_LINEAR)
+    big[huge // 4:huge // 4 + huge // 2, huge // 4:huge // 4 + huge // 2] = f
+    cv2.imwrite(str(add(f"huge_{huge}.jpg", "image", "face", f"{huge}x{huge} JPEG")), big,
+                [cv2.IMWRITE_JPEG_QUALITY, 70])
+    del big, f
+    rotated = cv2.rotate(face, cv2.ROTATE_90_COUNTERCLOCKWISE)  # stored on its side, EXIF turns it upright
+    add("exif_rotated.jpg", "image", "face", "EXIF Orientation=6 over a sideways face").write_bytes(
+        jpeg_with_exif_orientation(rotated, 6))
+    cv2.imwrite(str(add(HOSTILE_NAME, "image", "face", "HTML in the file name")), face_canvas(imgs[1], size))
+    add("zero.jpg", "image", "error", "0 bytes").write_bytes(b"")
+    add("text.png", "image", "error", "text renamed .png").write_text("not an image\n" * 50)
+    ok, jpg = cv2.imencode(".jpg", face)
+    add("truncated.jpg", "image", "any", "first 40% of a JPEG").write_bytes(jpg.tobytes()[: len(jpg) * 2 // 5])
+    _bitflip_bytes = bytearray(jpg.tobytes())
+    rng = np.random.default_rng(7)
+    for i in rng.integers(len(_bitflip_bytes) // 4, len(_bitflip_bytes), 30):
+        _bitflip_bytes[i] ^= int(rng.integers(1, 256))
+    add("bitflip.jpg", "image", "any", "30 flipped bytes").write_bytes(bytes(_bitflip_bytes))
+
+    # --- videos
+    tmp = folder / "_tmp"
+    tmp.mkdir(exist_ok=True)
+    write_face_video(add("face.mp4", "video", "face", "control: mp4v MP4"), imgs[:3], n_frames=n_frames, size=size)
+    write_face_video(add("face.mkv", "video", "face", "control: MJPG MKV"), imgs[3:5], n_frames=n_frames, size=size,
+                     codec="MJPG")
+    _write_video(add("no_face.avi", "video", "no_face", "MJPG AVI without faces"),
+                 [_no_face_frame(i) for i in range(n_frames)], "MJPG")
+    tiled = tile_faces(imgs, 5, 4)
+    _write_video(add("faces20.mp4", "video", "face", "20 faces per frame (5x4 tiles)"),
+                 [np.roll(tiled, 2 * i, axis=1) for i in range(n_frames)], "mp4v")
+    _write_video(add("border_face.mp4", "video", "any", "face 45% beyond the frame border"),
+                 [border_frame(imgs[i % len(imgs)], size, 0.45) for i in range(n_frames)], "mp4v")
+    vfr = add("vfr.mp4", "video", "face", "irregular sample durations (stts rewritten)")
+    write_face_video(vfr, imgs[:2], n_frames=n_frames, size=size)
+    set_mp4_frame_durations(vfr, (1, 1, 3, 0.5, 2, 1))
+    rot = add("rotated90.mp4", "video", "face", "sideways frames, tkhd display matrix 90 degrees")
+    upright = [face_canvas(imgs[i % 2], size, (3 * i, 0)) for i in range(n_frames)]
+    _write_video(rot, [cv2.rotate(u, cv2.ROTATE_90_COUNTERCLOCKWISE) for u in upright], "mp4v")
+    set_mp4_rotation(rot, 90)
+    add("zero.mp4", "video", "error", "0 bytes").write_bytes(b"")
+    add("text.mp4", "video", "error", "text renamed .mp4").write_text("this is not a video\n" * 50)
+    add("audio_only.mp4", "video", "error", "PCM WAV renamed .mp4 (no video stream)").write_bytes(_wav_bytes())
+    for ext, codec, frac, expect in ((".mp4", "mp4v", 0.5, "error"), (".avi", "MJPG", 0.4, "any"),
+                                     (".mkv", "MJPG", 0.5, "any")):
+        full = write_face_video(tmp / f"full{ext}", imgs[:2], n_frames=n_frames, size=size, codec=codec)
+        data = full.read_bytes()
+        add(f"truncated{ext}", "video", expect, f"first {int(frac * 100)}% of a {codec} file").write_bytes(
+            data[: int(len(data) * frac)])
+        _bitflip(full, add(f"bitflip{ext}", "video", "any", f"24 flipped bytes in a {codec} file"), seed=len(ext))
+        full.unlink()
+    tmp.rmdir()
+    return entries
+
+
+# --- models ---------------------------------------------------------------------------------------
+class Malicious:
+    """Unpickling calls ``open(marker, 'w')``: the file appears iff a loader executed pickle code."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def save_tiny_checkpoint(path: Path, model_name: str = "student_tiny", size: int = 32) -> Path:
+    """A real (untrained) ffd checkpoint written by train.checkpoint.save_checkpoint."""
+    import torch
+
+    from edge.spec import ModelCard, PreprocessSpec
+    from train.checkpoint import save_checkpoint
+    from train.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model(model_name)
+    return save_checkpoint(path, model, ModelCard(model_name, spec=PreprocessSpec(size=size), threshold=0.5))
+
+
+def build_model_corpus(folder: str | Path, good_onnx: Path, *, torch_entries: bool = True) -> list[ModelEntry]:
+    """Broken models beside ``good_onnx``; every one must be refused with a ModelError-like FfdError."""
+    from edge.runtime.engine_cache import (BatchProfile, BuildOptions, EngineEnv, describe_onnx, key_inputs,
+                                           make_sidecar, write_sidecar)
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out: list[ModelEntry] = []
+    data = good_onnx.read_bytes()
+    rng = np.random.default_rng(3)
+
+    def add(name: str, kind: str, note: str) -> Path:
+        out.append(ModelEntry(name, folder / name, kind, note))
+        return folder / name
+
+    add("corrupt.onnx", "onnx", "random bytes").write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    add("truncated.onnx", "onnx", "first half of a good ONNX").write_bytes(data[: len(data) // 2])
+    add("empty.onnx", "onnx", "0 bytes").write_bytes(b"")
+    from tests.conftest import make_tiny_onnx
+
+    make_tiny_onnx(add("no_card.onnx", "onnx", "valid ONNX without the ffd model card"), card=False)
+
+    info = describe_onnx(good_onnx)
+    if info.card is None:
+        raise ValueError(f"{good_onnx} has no card")
+    old_env = EngineEnv(trt_version="8.2.1", gpu_name="NVIDIA Tesla T4", compute_capability="7.5")
+    engine = add("other_version.engine", "engine", "sidecar: built by TensorRT 8.2.1 on a T4")
+    engine.write_bytes(b"\x00not-a-real-engine\x00" * 64)
+    inputs = key_inputs(info.sha256, BatchProfile(), BuildOptions(precision="fp32"), old_env, info.input_name)
+    import hashlib
+
+    write_sidecar(engine, make_sidecar(inputs, info.card, hashlib.sha256(engine.read_bytes()).hexdigest(), good_onnx))
+    add("no_sidecar.engine", "engine", "engine bytes without a sidecar").write_bytes(b"\x00" * 256)
+
+    if torch_entries:
+        import torch
+
+        other = save_tiny_checkpoint(add("other_arch.pt", "ckpt", "student_tiny weights labelled student_small"))
+        blob = torch.load(other, weights_only=True)
+        blob["model_name"] = "student_small"
+        torch.save(blob, other)
+        torch.save({"state_dict": {"w": torch.zeros(2)}}, add("not_ffd.pt", "ckpt", "a torch file, not an ffd checkpoint"))
+        torch.save({"format": "ffd-ckpt-1", "model_name": "student_tiny"},
+                   add("incomplete.pt", "ckpt", "ffd format tag, fields missing"))
+        add("corrupt.pt", "ckpt", "random bytes").write_bytes(rng.integers(0, 256, 2048, dtype=np.uint8).tobytes())
+        add("empty.pt", "ckpt", "0 bytes").write_bytes(b"")
+        marker = folder / MARKER
+        add("malicious_pickle.pt", "ckpt", "raw pickle whose __reduce__ creates a file").write_bytes(
+            pickle.dumps({"format": "ffd-ckpt-1", "x": Malicious(marker)}))
+        torch.save({"format": "ffd-ckpt-1", "state_dict": {}, "x": Malicious(marker)},
+                   add("malicious_torch.pt", "ckpt", "torch zip file holding a malicious object"))
+        if marker.exists():  # writing must not have executed it either
+            marker.unlink()
+    return out

@@ -1,0 +1,504 @@
+"""Runs the bad-input corpus through every entry point and classifies what happened.
+
+Shared by the tests in ``tests/reliability`` and by ``scripts/reliability_report.py``. Each
+(input, entry point) pair becomes an :class:`Outcome` whose ``result`` is one of
+
+* ``face`` / ``no_face`` / ``result``: a correct, complete answer (``result`` where faces do
+  not apply, e.g. an evaluation report);
+* ``error``: a recorded error with a message (an error row/record, or one ``error: ...; fix:``
+  line from the CLI with exit status 2);
+* ``crash``: an unexpected exception, a traceback or ``internal error`` on stderr, an exit
+  status other than 0/2, a non-FfdError from a library call;
+* ``hang``: a subprocess that ran past its timeout;
+* ``lost``: an input that produced no row/record at all.
+
+:func:`judge` says whether a result is acceptable for the entry's expectation.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+ROOT = Path(__file__).resolve().parents[2]
+FFD = [sys.executable, "-m", "ffd"]
+BAD = ("crash", "hang", "lost")
+
+
+@dataclass
+class CliRun:
+    args: list
+    rc: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def timed_out(self) -> bool:
+        return self.rc is None
+
+    def problems(self) -> list[str]:
+        """What makes this run a crash or a hang (empty: a clean run or one clear error)."""
+        out = []
+        if self.timed_out:
+            out.append(f"timed out after {self.seconds:.0f} s")
+        elif self.rc not in (0, 2):
+            out.append(f"exit status {self.rc}")
+        if "Traceback" in self.stderr or "Traceback" in self.stdout:
+            out.append("traceback shown without --debug")
+        if "internal error" in self.stderr:
+            out.append("internal error")
+        if self.rc == 2:
+            errs = [ln for ln in self.stderr.splitlines() if ln.startswith("error: ")]
+            if len(errs) != 1:
+                out.append(f"exit 2 without exactly one 'error: ...' line: {self.stderr[-300:]!r}")
+        return out
+
+    def error_line(self) -> str:
+        return next((ln for ln in self.stderr.splitlines() if ln.startswith("error: ")), "")
+
+
+def run_ffd(args: Sequence, timeout: float = 300, env: dict | None = None) -> CliRun:
+    """``python -m ffd ARGS`` in a subprocess (never ``--debug``), killed after ``timeout``."""
+    args = [str(a) for a in args]
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("FFD_DEBUG", None)
+    full_env.setdefault("PYTHONPATH", str(ROOT))
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run([*FFD, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+        return CliRun(args, p.returncode, p.stdout, p.stderr, time.perf_counter() - t0)
+    except subprocess.TimeoutExpired as e:
+        def s(x):
+            return x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
+        return CliRun(args, None, s(e.stdout), s(e.stderr), time.perf_counter() - t0)
+
+
+@dataclass
+class Outcome:
+    entry: str
+    entry_point: str
+    expect: str
+    result: str
+    detail: str = ""
+    ok: bool = field(init=False, default=False)
+
+    def __post_init__(self):
+        self.ok = judge(self.expect, self.result)
+
+
+def judge(expect: str, result: str) -> bool:
+    if result in BAD:
+        return False
+    if expect == "any":
+        return True
+    if expect == "error":
+        return result == "error"
+    if expect == "result":
+        return result in ("face", "no_face", "result")
+    return result == expect
+
+
+def _abs(p: Path) -> str:
+    return str(Path(p).absolute())
+
+
+# --- ffd faces extract --------------------------------------------------------------------------
+def extract_outcomes(corpus: Path, entries, out: Path, *, frames: int = 4, workers: int = 1,
+                     timeout: float = 300, env: dict | None = None) -> tuple[list[Outcome], CliRun]:
+    run = run_ffd(["faces", "extract", corpus, out, "--frames", frames, "--workers", workers, "--all-faces",
+                   "--no-progress"], timeout=timeout, env=env)
+    rows: dict[str, list[dict]] = {}
+    if (out / "manifest.csv").is_file():
+        with open(out / "manifest.csv", newline="") as f:
+            for r in csv.DictReader(f):
+                rows.setdefault(r["source"], []).append(r)
+    crashed = run.problems()
+    outcomes = []
+    for e in entries:
+        rs = rows.get(_abs(e.path), [])
+        if crashed and not rs:
+            res, detail = ("hang" if run.timed_out else "crash"), "; ".join(crashed)
+        elif not rs:
+            res, detail = "lost", "no manifest row"
+        else:
+            n_faces = sum(1 for r in rs if r["path"])
+            errors = sorted({r["error"] for r in rs if r["error"] and r["error"] != "no face detected"})
+            res = "face" if n_faces else "error" if errors else "no_face"
+            detail = f"{n_faces} crops" + (f"; {errors[0]}" if errors else "")
+        outcomes.append(Outcome(e.name, "faces extract", e.expect, res, detail))
+    return outcomes, run
+
+
+# --- ffd detect -----------------------------------------------------------------------------------
+def detect_image_outcomes(corpus: Path, entries, model: Path, out: Path, timeout: float = 300,
+                          env: dict | None = None) -> tuple[list[Outcome], CliRun]:
+    """``ffd detect FOLDERS -m MODEL -o OUT``: one JSON record per face / faceless / unreadable image."""
+    run = run_ffd(["detect", corpus / "real", corpus / "fake", "-m", model, "-o", out], timeout=timeout, env=env)
+    recs: dict[str, list[dict]] = {}
+    if out.is_file():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            recs.setdefault(_abs(Path(r["file"])), []).append(r)
+    crashed = run.problems()
+    outcomes = []
+    for e in entries:
+        if e.kind != "image":
+            continue
+        rs = recs.get(_abs(e.path), [])
+        if crashed and not rs:
+            res, detail = ("hang" if run.timed_out else "crash"), "; ".join(crashed)
+        elif not rs:
+            res, detail = "lost", "no record"
+        elif any("error" in r for r in rs):
+            res, detail = "error", rs[0]["error"]
+        else:
+            n = sum(1 for r in rs if r.get("face") is not None)
+            res, detail = ("face" if n else "no_face"), f"{n} faces"
+        outcomes.append(Outcome(e.name, "detect (image)", e.expect, res, detail))
+    return outcomes, run
+
+
+def detect_video_outcomes(entries, model: Path, max_frames: int = 8) -> list[Outcome]:
+    """The video path of ``ffd detect`` (:func:`edge.video.run_detect`), one video at a time, in-process."""
+    from edge.errors import FfdError
+    from edge.video import run_detect
+
+    outcomes = []
+    for e in entries:
+        if e.kind != "video":
+            continue
+        try:
+            st = run_detect(str(e.path), str(model), max_frames=max_frames, runner_kw={"intra_op_threads": 1})
+            if st.faces:
+                res, detail = "face", f"{st.faces} faces in {st.frames_processed} frames; end {st.end}"
+            elif st.error or st.end == "error" or st.frames_processed == 0:
+                res, detail = "error", st.error or f"end {st.end}, {st.frames_processed} frames"
+            else:
+                res, detail = "no_face", f"{st.frames_processed} frames; end {st.end}"
+        except FfdError as ex:
+            res, detail = "error", str(ex)
+        except Exception as ex:  # noqa: BLE001 - exactly what the suite looks for
+            res, detail = "crash", f"{type(ex).__name__}: {ex}"
+        outcomes.append(Outcome(e.name, "detect (video)", e.expect, res, detail))
+    return outcomes
+
+
+# --- ffd screen -----------------------------------------------------------------------------------
+def screen_rows(db: Path) -> dict[str, dict]:
+    if not db.is_file():
+        return {}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        con.row_factory = sqlite3.Row
+        return {r["path"]: dict(r) for r in con.execute(
+            "SELECT path, status, error, error_type, faces_seen, n_frames, screened_at, score FROM results")}
+    finally:
+        con.close()
+
+
+def integrity_ok(db: Path) -> bool:
+    con = sqlite3.connect(str(db))
+    try:
+        return con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        con.close()
+
+
+def screen_outcomes(corpus: Path, entries, model: Path, db: Path, *, report: Path | None = None, frames: int = 4,
+                    workers: int = 1, timeout: float = 300, env: dict | None = None) -> tuple[list[Outcome], CliRun]:
+    args = ["screen", corpus, "-m", model, "--db", db, "--frames", frames, "--workers", workers, "--no-progress"]
+    if report is not None:
+        args += ["--report", report]
+    run = run_ffd(args, timeout=timeout, env=env)
+    rows = screen_rows(db)
+    crashed = run.problems()
+    outcomes = []
+    for e in entries:
+        r = rows.get(str(e.path.resolve()))
+        if crashed and r is None:
+            res, detail = ("hang" if run.timed_out else "crash"), "; ".join(crashed)
+        elif r is None:
+            res, detail = "lost", "no row"
+        else:
+            res = {"done": "face", "no_face": "no_face", "error": "error"}[r["status"]]
+            detail = f"{r['faces_seen']} faces in {r['n_frames']} frames" + (f"; {r['error']}" if r["error"] else "")
+        outcomes.append(Outcome(e.name, "screen", e.expect, res, detail))
+    return outcomes, run
+
+
+# --- ffd eval -----------------------------------------------------------------------------------
+def eval_image_outcomes(entries, ckpt: Path, good: Sequence[Path], work: Path) -> list[Outcome]:
+    """Per image entry: a real/ fake/ folder dataset (good faces + the entry in real/) through
+    :func:`train.evaluate.evaluate`. A report is a correct result; FfdError a recorded error."""
+    import shutil
+
+    from edge.errors import FfdError
+    from train.evaluate import evaluate
+
+    outcomes = []
+    for i, e in enumerate(x for x in entries if x.kind == "image"):
+        d = work / f"ds{i}"
+        for sub, files in (("real", good[:2]), ("fake", good[2:4])):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+            for f in files:
+                shutil.copy(f, d / sub / Path(f).name)
+        shutil.copy(e.path, d / "real" / ("entry" + e.path.suffix))
+        try:
+            rep = evaluate(ckpt, d, batch_size=8)
+            res, detail = "result", f"frame AUC {rep['frame']['auc']:.3f} on {rep['frame'].get('n', '?')} faces"
+        except FfdError as ex:
+            res, detail = "error", str(ex)
+        except Exception as ex:  # noqa: BLE001
+            res, detail = "crash", f"{type(ex).__name__}: {ex}"
+        expect = "error" if e.expect == "error" else "any" if e.expect == "any" else "result"
+        outcomes.append(Outcome(e.name, "eval (folder dataset)", expect, res, detail))
+        shutil.rmtree(d, ignore_errors=True)
+    return outcomes
+
+
+# --- loaders ------------------------------------------------------------------------------------
+def loader_outcomes(model_entries, marker: Path | None = None) -> list[Outcome]:
+    """``open_runner`` for ONNX/engines (plus the engine-cache sidecar check), ``load_checkpoint``
+    for checkpoints: every broken model must be a ModelError-like FfdError; nothing executes."""
+    from edge.errors import FfdError
+
+    outcomes = []
+    for m in model_entries:
+        calls = []
+        if m.kind in ("onnx", "engine"):
+            from edge.runtime import open_runner
+
+            calls.append(("open_runner", lambda p=m.path: open_runner(p).close()))
+        if m.kind == "engine":
+            from edge.runtime.engine_cache import EngineEnv, check_sidecar, read_sidecar
+
+            here = EngineEnv(trt_version="10.3.0", gpu_name="NVIDIA Orin", compute_capability="8.7")
+            calls.append(("engine_cache.check_sidecar", lambda p=m.path: check_sidecar(p, read_sidecar(p), here)))
+        if m.kind == "ckpt":
+            from train.checkpoint import load_checkpoint
+
+            calls.append(("load_checkpoint", lambda p=m.path: load_checkpoint(p)))
+        for name, fn in calls:
+            try:
+                fn()
+                res, detail = "result", "loaded (should have been refused)"
+            except FfdError as ex:
+                res, detail = "error", f"{type(ex).__name__}: {ex}"
+            except Exception as ex:  # noqa: BLE001
+                res, detail = "crash", f"{type(ex).__name__}: {ex}"
+            if marker is not None and marker.exists():
+                res, detail = "crash", f"the pickle executed code: {marker} was created"
+            outcomes.append(Outcome(m.name, name, "error", res, detail))
+    return outcomes
+
+
+def cli_model_outcomes(model_entries, images: Path, data: Path, timeout: float = 120) -> list[Outcome]:
+    """Broken models on the command line: ``ffd detect -m`` (ONNX/engines), ``ffd eval`` (checkpoints)."""
+    outcomes = []
+    for m in model_entries:
+        if m.kind == "ckpt":
+            run = run_ffd(["eval", m.path, data], timeout=timeout)
+            ep = "ffd eval CKPT"
+        else:
+            run = run_ffd(["detect", images, "-m", m.path], timeout=timeout)
+            ep = "ffd detect -m"
+        probs = run.problems()
+        if probs:
+            res, detail = ("hang" if run.timed_out else "crash"), "; ".join(probs)
+        else:
+            res, detail = ("error", run.error_line()) if run.rc == 2 else ("result", "exit 0")
+        outcomes.append(Outcome(m.name, ep, "error", res, detail))
+    return outcomes
+
+
+# --- summary --------------------------------------------------------------------------------------
+def summarize(outcomes: Iterable[Outcome], rows_lost: int = 0, rss: dict | None = None) -> dict:
+    outcomes = list(outcomes)
+    s = {
+        "inputs_tried": len(outcomes),
+        "clear_errors": sum(o.result == "error" for o in outcomes),
+        "correct_results": sum(o.ok and o.result != "error" for o in outcomes),
+        "crashes": sum(o.result in ("crash", "hang") for o in outcomes),
+        "hangs": sum(o.result == "hang" for o in outcomes),
+        "lost": sum(o.result == "lost" for o in outcomes),
+        "wrong": sum(not o.ok for o in outcomes),
+        "rows_lost": rows_lost,
+    }
+    if rss is not None:
+        s["rss_drift_mb"] = rss.get("drift_mb")
+        s["rss"] = rss
+    s["outcomes"] = [asdict(o) for o in outcomes]
+    return s
+
+
+def table(outcomes: Iterable[Outcome]) -> str:
+    lines = [f"{'input':34} {'entry point':26} {'expect':8} {'result':8} ok  detail"]
+    for o in outcomes:
+        lines.append(f"{o.entry[:34]:34} {o.entry_point[:26]:26} {o.expect:8} {o.result:8} {'y' if o.ok else 'N'}   "
+                     f"{o.detail[:90]}")
+    return "\n".join(lines)
+
+
+# --- crash-resume ---------------------------------------------------------------------------------
+def _count_rows(db: Path) -> int:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:  # not created yet, or schema not written yet
+        return 0
+
+
+def kill_resume(archive: Path, model: Path, db: Path, *, seed: int = 0, kills: int = 4, frames: int = 6,
+                timeout: float = 240, report: Path | None = None) -> dict:
+    """Start ``ffd screen`` and SIGKILL its whole process group at seeded random points, ``kills``
+    times, then run it to the end. A kill point is a random number of rows still to come (plus a
+    random 0-0.3 s), or, for about one kill in five, a random moment of the start-up. Every row
+    seen after a kill must survive unchanged; returns what happened (``rows_lost`` must be 0)."""
+    import random
+    import signal
+
+    from edge.screen import discover
+
+    n_files = len(discover([archive]))
+    rng = random.Random(seed)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("FFD_DEBUG", None)
+    seen: dict[str, str] = {}  # path -> screened_at of every row seen after a kill
+    log = []
+    lost: set[str] = set()
+    for k in range(kills + 1):
+        workers = rng.choice([0, 1, 2])
+        args = [*FFD, "screen", str(archive), "-m", str(model), "--db", str(db), "--frames", str(frames),
+                "--workers", str(workers), "--no-progress"] + (["--report", str(report)] if report else [])
+        final = k == kills
+        have = _count_rows(db) if db.exists() else 0
+        early = rng.random() < 0.2
+        # at most half of the remaining rows, so that later kills still land mid-run
+        target = None if final or early or have >= n_files - 1 else \
+            have + rng.randint(1, max(1, (n_files - 1 - have) // 2))
+        startup_delay = rng.uniform(0.1, 1.5) if early else None
+        extra = rng.uniform(0.0, 0.3)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        killed_at = None
+        try:
+            if not final and (target is not None or startup_delay is not None):
+                while proc.poll() is None and time.perf_counter() - t0 < timeout:
+                    if startup_delay is not None and time.perf_counter() - t0 >= startup_delay:
+                        break
+                    if target is not None and _count_rows(db) >= target:
+                        time.sleep(extra)
+                        break
+                    time.sleep(0.02)
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the screen process and its workers (own session)
+                    killed_at = _count_rows(db)
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+        rows = screen_rows(db)
+        for p, at in seen.items():
+            if rows.get(p, {}).get("screened_at") != at:
+                lost.add(p)
+        entry = {"run": k, "workers": workers, "kill": None if killed_at is None else
+                 ("start-up" if early else f"after row {target}+{extra:.2f}s"),
+                 "seconds": round(time.perf_counter() - t0, 2), "rc": proc.returncode, "rows_before": have,
+                 "rows": len(rows), "integrity_ok": integrity_ok(db) if db.exists() else True,
+                 "traceback": "Traceback" in err}
+        if killed_at is None:
+            entry["stderr_tail"] = err[-400:]
+            try:
+                entry["summary"] = json.loads(out.strip().splitlines()[0])
+            except (ValueError, IndexError):
+                entry["summary"] = None
+        log.append(entry)
+        seen.update({p: r["screened_at"] for p, r in rows.items()})
+    return {"files": n_files, "runs": log, "kills": sum(1 for e in log if e["kill"] is not None),
+            "rows_lost": len(lost), "lost": sorted(lost), "final_rows": screen_rows(db),
+            "integrity_ok": integrity_ok(db)}
+
+
+# --- soak -----------------------------------------------------------------------------------------
+def loop_source(path: Path):
+    """A :class:`edge.sources.Source` that plays a video file over and over (decoding every pass)."""
+    from edge.sources import EndOfStream, FileSource, Frame, Source
+
+    class LoopSource(Source):
+        def __init__(self):
+            self.uri, self.live, self.passes, self._n = f"loop:{path}", False, 0, 0
+            self._src = FileSource(path)
+            self.fps, self.size = self._src.fps, self._src.size
+
+        def read(self, timeout_s=None):
+            try:
+                fr = self._src.read(timeout_s)
+            except EndOfStream:
+                self._src.close()
+                self._src, self.passes = FileSource(path), self.passes + 1
+                fr = self._src.read(timeout_s)
+            self._n += 1
+            return Frame(fr.image, self._n - 1, (self._n - 1) / (self.fps or 25.0), self.uri)
+
+        def close(self):
+            self._src.close()
+
+    return LoopSource()
+
+
+def rss_drift(samples: list[tuple[int, float]], warmup: int) -> dict:
+    after = [r for n, r in samples if n >= warmup]
+    if len(after) < 2:
+        raise ValueError(f"too few RSS samples after warm-up: {samples}")
+    return {"warm_mb": round(after[0], 1), "end_mb": round(after[-1], 1), "max_mb": round(max(after), 1),
+            "drift_mb": round(after[-1] - after[0], 1), "samples": [(n, round(r, 1)) for n, r in samples]}
+
+
+def soak_detector(video: Path, model: Path, frames: int = 1200, warmup: int = 300, every: int = 100,
+                  backend: str = "auto", **runner_kw) -> dict:
+    """``ForgeryDetector.process`` frame by frame on a looped video: RSS after warm-up vs at the end."""
+    from edge.bench import current_rss_mb
+    from edge.detector import ForgeryDetector
+
+    src = loop_source(video)
+    samples, faces = [], 0
+    t0 = time.perf_counter()
+    with ForgeryDetector(model, backend, **runner_kw) as fd:
+        for i in range(1, frames + 1):
+            faces += len(fd.process(src.read().image))
+            if i % every == 0:
+                samples.append((i, current_rss_mb()))
+    src.close()
+    out = rss_drift(samples, warmup)
+    out.update(what="ForgeryDetector.process (looped video)", frames=frames, warmup=warmup, faces=faces,
+               passes=src.passes, fps=round(frames / (time.perf_counter() - t0), 1))
+    return out
+
+
+def soak_pipeline(video: Path, model: Path, frames: int = 1200, warmup: int = 300, every: int = 100,
+                  **runner_kw) -> dict:
+    """The ``ffd detect`` video pipeline (:func:`edge.video.run_detect`) on a looped video, ``frames`` frames."""
+    from edge.video import run_detect
+
+    src = loop_source(video)
+    t0 = time.perf_counter()
+    st = run_detect(src, str(model), max_frames=frames, rss_every=every, runner_kw=runner_kw)
+    src.close()
+    out = rss_drift(st.rss_mb, warmup)
+    out.update(what="ffd detect pipeline (edge.video.run_detect, looped video)", frames=st.frames_processed,
+               warmup=warmup, faces=st.faces, passes=src.passes, end=st.end,
+               fps=round(st.frames_processed / (time.perf_counter() - t0), 1))
+    return out
