@@ -54,7 +54,7 @@ def find_yunet_model(path: str | os.PathLike | None = None) -> Path:
     raise ModelError(
         "the YuNet face-detector model was not found",
         path=where,
-        fix=f"pass --detector-model PATH/{YUNET_FILENAME} or set {YUNET_ENV}, or use --detector haar (no file needed)",
+        fix=f"pass --detector-model PATH/{YUNET_FILENAME} or set {YUNET_ENV} (`ffd faces extract --detector haar` needs no file)",
     )
 
 

@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
                     out.write(json.dumps(rec) + "\n")
                     if "error" in rec:
                         n["errors"] += 1
-                    elif rec.get("face") is None:
+                    elif "score" not in rec:  # an image without a face (video records are faces only)
                         n["no_face"] += 1
                     else:
                         n["faces"] += 1
