@@ -164,6 +164,10 @@ def run(task, train_set, val_set, args, out, epochs, lr, seed):
     return res
 
 
+def _count(n: float) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n / 1e3:.1f} k"
+
+
 def write_results(results, args, counts, path_md, path_json):
     rows = []
     for key in ["teacher"] + METHODS:
@@ -175,7 +179,7 @@ def write_results(results, args, counts, path_md, path_json):
         eer = np.array([r["eer"] for r in rs])
         hard = np.array([r["auc_by_difficulty"].get("hard", np.nan) for r in rs])
         sd = lambda a: f" ± {a.std(ddof=1):.3f}" if len(a) > 1 else ""  # noqa: E731
-        rows.append(f"| {LABELS[key]} | {rs[0]['params'] / 1e6:.2f} M | {rs[0]['flops'] / 1e6:.0f} M | "
+        rows.append(f"| {LABELS[key]} | {_count(rs[0]['params'])} | {rs[0]['flops'] / 1e6:.0f} M | "
                     f"{auc.mean():.3f}{sd(auc)} | {acc.mean():.3f}{sd(acc)} | {eer.mean():.3f}{sd(eer)} | "
                     f"{np.nanmean(hard):.3f} | {len(rs)} | {' '.join(f'{a:.3f}' for a in auc)} |")
     md = [
@@ -196,6 +200,9 @@ def write_results(results, args, counts, path_md, path_json):
         "| model | params | FLOPs | test AUC | test ACC | test EER | hard AUC | seeds | AUC per seed |",
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        "What this shows about the paper's claim, and the limits of this run: see "
+        "[training.md](training.md#experiment-results).",
         "",
     ]
     path_md.write_text("\n".join(md))
@@ -219,7 +226,13 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out-md", default=str(ROOT / "docs" / "kd_results.md"))
     ap.add_argument("--out-json", default=str(ROOT / "docs" / "kd_results.json"))
+    ap.add_argument("--render", metavar="JSON", help="Only re-write the markdown table from a results JSON.")
     args = ap.parse_args(argv)
+    if args.render:
+        blob = json.loads(Path(args.render).read_text())
+        saved = argparse.Namespace(**{**blob["args"], "render": None, "out_md": args.out_md, "out_json": args.out_json})
+        write_results(blob["results"], saved, blob["counts"], Path(args.out_md), Path(args.out_json))
+        return
 
     import torch
 
