@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import typer
 
@@ -40,11 +41,17 @@ for _area in _AREAS:
     importlib.import_module(f"ffd.cli.{_area}").register(app)
 
 
+def _one_line_warning(message, category, *args, **kwargs) -> None:
+    typer.echo(f"warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv is not None:
         sys.argv = ["ffd", *argv]
     if "--debug" in sys.argv[1:]:
         _STATE["debug"] = True
+    if not _STATE["debug"]:  # library warnings as one line each, like errors
+        warnings.showwarning = _one_line_warning
     try:
         app()
     except FfdError as e:

@@ -1,7 +1,6 @@
 """Deployment commands: ``ffd export``, ``ffd calib build``, ``ffd quantize`` (see docs/deploy.md)."""
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,19 +11,6 @@ from .options import DetectorModel, Seed
 ParityData = Annotated[Optional[list[Path]], typer.Option(
     "--parity-data", envvar="FFD_PARITY_DATA",
     help="Face images (folders) or a calibration dir for the ONNX-vs-PyTorch parity check; env FFD_PARITY_DATA.")]
-
-
-@contextlib.contextmanager
-def _one_line_warnings():
-    """Library warnings (e.g. a small calibration set) as one ``warning: ...`` line each."""
-    import warnings
-
-    old = warnings.showwarning
-    warnings.showwarning = lambda message, *a, **k: typer.echo(f"warning: {message}", err=True)
-    try:
-        yield
-    finally:
-        warnings.showwarning = old
 
 
 def register(app: typer.Typer) -> None:
@@ -59,9 +45,8 @@ def register(app: typer.Typer) -> None:
         """Select calibration faces from real data, preprocessed exactly with the model's spec."""
         from calib.calibset import build_calibset
 
-        with _one_line_warnings():
-            m = build_calibset(model, data or [], output, n=n, crops=crops or [], pseudo_fake=pseudo_fake,
-                               detector_model=detector_model, seed=seed)
+        m = build_calibset(model, data or [], output, n=n, crops=crops or [], pseudo_fake=pseudo_fake,
+                           detector_model=detector_model, seed=seed)
         typer.echo(f"{m['count']} faces ({m['real']} real, {m['pseudo_fake']} pseudo-fake) -> {output} "
                    f"(spec {m['fingerprint']}, sha256 {m['sha256'][:12]})")
 
@@ -84,8 +69,7 @@ def register(app: typer.Typer) -> None:
         """INT8 post-training quantization on a calibration set, with an FP32-vs-INT8 report."""
         from calib.quantize import quantize_onnx
 
-        with _one_line_warnings():
-            quantize_onnx(onnx_path, calib, output, target=target, method=method, exclude_op=exclude_op or (),
-                          exclude_node=exclude_node or (), high_precision=high_precision, cpu_format=cpu_format,
-                          calibration_eps=eps, eval_data=eval_data or (), eval_crops=eval_crops or (),
-                          eval_n=eval_n, detector_model=detector_model)
+        quantize_onnx(onnx_path, calib, output, target=target, method=method, exclude_op=exclude_op or (),
+                      exclude_node=exclude_node or (), high_precision=high_precision, cpu_format=cpu_format,
+                      calibration_eps=eps, eval_data=eval_data or (), eval_crops=eval_crops or (),
+                      eval_n=eval_n, detector_model=detector_model)
