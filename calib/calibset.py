@@ -31,7 +31,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from edge.errors import CalibrationError, FfdError, ModelError
-from edge.spec import META_KEY, ModelCard, PreprocessSpec, preprocess
+from edge.spec import ModelCard, PreprocessSpec, preprocess
 
 CALIB_FILE = "calib.npy"
 MANIFEST_FILE = "manifest.json"
@@ -50,17 +50,9 @@ def read_card(model: str | os.PathLike) -> ModelCard:
     if not p.is_file():
         raise ModelError("model file not found", path=p, fix="pass an .onnx from `ffd export` or a checkpoint")
     if p.suffix == ".onnx":
-        import onnx
+        from edge.onnx_model import card_from_props, load_onnx, metadata
 
-        try:
-            m = onnx.load(str(p), load_external_data=False)
-        except Exception as e:  # onnx raises DecodeError and friends
-            raise ModelError(f"not a readable ONNX file: {e}", path=p, fix="re-run `ffd export`") from e
-        props = {kv.key: kv.value for kv in m.metadata_props}
-        if META_KEY not in props:
-            raise ModelError(f"the ONNX file has no ffd model card ({META_KEY!r})", path=p,
-                             fix="export it with `ffd export CKPT`")
-        return ModelCard.from_json(props[META_KEY])
+        return card_from_props(metadata(load_onnx(p, fix="re-run `ffd export`")), p)
     from train.checkpoint import read_checkpoint
 
     return read_checkpoint(p)["card"]

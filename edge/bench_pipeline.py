@@ -30,7 +30,6 @@ import numpy as np
 from .bench import current_rss_mb, peak_rss_mb, percentiles, time_calls
 from .errors import ConfigError
 
-_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
 
 
 def model_precision(path: str | os.PathLike) -> str:
@@ -43,14 +42,10 @@ def model_precision(path: str | os.PathLike) -> str:
             except (OSError, json.JSONDecodeError):
                 pass
         return "engine"
-    import onnx
+    from .onnx_model import load_onnx, onnx_precision
 
-    m = onnx.load(str(p), load_external_data=False)
-    if any(n.op_type in _INT8_OPS for n in m.graph.node):
-        return "int8"
-    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer):
-        return "fp16"
-    return "fp32"
+    prec = onnx_precision(load_onnx(p))
+    return "int8" if prec.startswith("int8") else prec
 
 
 def _config_name(model: Path, backend: str, threads: int | None) -> str:

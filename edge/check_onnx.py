@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ModelError
 from .spec import META_KEY, ModelCard
 
 # Operators TensorRT 10.3's ONNX parser imports (default domain).
@@ -95,15 +94,10 @@ class CheckReport:
 
 def check_onnx(path: str | Path) -> CheckReport:
     """Check ``path`` and return the report (``report.ok`` is False when something will not build as intended)."""
-    import onnx
+    from .onnx_model import load_onnx
 
     p = Path(path)
-    if not p.is_file():
-        raise ModelError("ONNX file not found", path=p, fix="check the path")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - protobuf DecodeError and friends
-        raise ModelError(f"not a readable ONNX file: {e}", path=p) from e
+    model = load_onnx(p)
     rep = CheckReport(str(p))
     g = model.graph
     rep.quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)

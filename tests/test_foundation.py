@@ -1,7 +1,6 @@
 """The spec, the crop and the CLI shell: the pieces every stage shares."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ConfigError, EngineMismatchError, ModelError
-from ..spec import META_KEY, ModelCard
+from ..spec import ModelCard
 
 SIDECAR_FORMAT = 1
 SIDECAR_SUFFIX = ".json"  # model.engine -> model.engine.json
@@ -172,32 +172,18 @@ class OnnxInfo:
 
 def describe_onnx(path: str | Path) -> OnnxInfo:
     """Hash an ONNX file and read its input, its precision and the model card in its metadata."""
-    import onnx
+    from ..onnx_model import card_from_props, load_onnx, metadata, onnx_precision
 
     p = Path(path)
-    if not p.is_file():
-        raise ModelError("ONNX file not found", path=p, fix="check the path, or run `ffd export` first")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError and friends
-        raise ModelError(f"not a readable ONNX file: {e}", path=p) from e
+    model = load_onnx(p)
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
         raise ModelError(f"the model must have exactly one input tensor, found {[i.name for i in inputs]}", path=p)
     dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                  for d in inputs[0].type.tensor_type.shape.dim)
-    ops = {n.op_type for n in model.graph.node}
-    if {"QuantizeLinear", "DequantizeLinear"} & ops:
-        precision = "int8-qdq"
-    else:
-        f16 = onnx.TensorProto.FLOAT16
-        has_f16 = any(i.data_type == f16 for i in model.graph.initializer) or any(
-            n.op_type == "Cast" and any(a.name == "to" and a.i == f16 for a in n.attribute) for n in model.graph.node)
-        precision = "fp16" if has_f16 else "fp32"
-    props = {m.key: m.value for m in model.metadata_props}
-    card = ModelCard.from_json(props[META_KEY]) if META_KEY in props else None
-    return OnnxInfo(sha256_file(p), inputs[0].name, dims, precision, card)
+    card = card_from_props(metadata(model), p, required=False)
+    return OnnxInfo(sha256_file(p), inputs[0].name, dims, onnx_precision(model), card)
 
 
 def fp16_onnx_bytes(onnx_path: str | Path) -> bytes:

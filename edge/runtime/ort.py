@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelError
-from ..spec import META_KEY, ModelCard
+from ..spec import ModelCard
 from .base import Runner
 
 AUTO_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -42,11 +42,9 @@ def resolve_providers(providers: str | Sequence[str] | None) -> list[str]:
 
 def read_card(session, path: str | Path) -> ModelCard:
     """The ModelCard stored in an ONNX Runtime session's custom metadata, or ModelError naming the fix."""
-    meta = session.get_modelmeta().custom_metadata_map
-    if META_KEY not in meta:
-        raise ModelError(f"the ONNX file has no ffd model card (metadata key {META_KEY!r})", path=path,
-                         fix="export it with `ffd export CKPT` (or pass card=ModelCard(...) explicitly)")
-    return ModelCard.from_json(meta[META_KEY])
+    from ..onnx_model import card_from_props
+
+    return card_from_props(session.get_modelmeta().custom_metadata_map, path)
 
 
 class OrtRunner(Runner):
