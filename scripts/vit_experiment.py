@@ -111,7 +111,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     from edge.spec import PreprocessSpec
-    from train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+    from train.checkpoint import load_checkpoint, save_checkpoint
     from train.competitive import train_vit
     from train.data import FaceDataset
     from train.mae import pretrain

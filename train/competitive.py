@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -183,7 +182,7 @@ def train_vit(data, out: str | os.PathLike, *, model: str = "vit_tiny_patch8", i
     returned ``path`` is ``best.pt``. The test split is never touched here.
     """
     from edge.errors import ConfigError
-    from edge.spec import PreprocessSpec
+    from .data.spec import spec_for_data
 
     from .data import FaceDataset, split_samples
     from .mae import load_backbone
@@ -208,7 +207,7 @@ def train_vit(data, out: str | os.PathLike, *, model: str = "vit_tiny_patch8", i
         return m
 
     first = make_branch()
-    spec = PreprocessSpec(size=first.patch_embed.img_size)
+    spec = spec_for_data(data if data is not None else [], first.patch_embed.img_size)
     sbi_cfg = SBIConfig() if sbi else None
     train_ds = FaceDataset(splits["train"], spec, sbi=sbi_cfg, seed=seed, augment=True)
     val_ds = FaceDataset(splits["val"], spec, sbi=sbi_cfg, seed=seed + 10_000)

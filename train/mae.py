@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,7 +176,9 @@ def pretrain(data, out: str | os.PathLike, *, model: str = "vit_tiny_patch8", im
     Fake-labelled samples are dropped (the point is a backbone of real faces). Crops get the
     dataset's light augmentation (flip, JPEG, brightness). AdamW with a cosine schedule.
     """
-    from edge.spec import ModelCard, PreprocessSpec
+    from edge.spec import ModelCard
+
+    from .data.spec import spec_for_data
 
     from .checkpoint import save_checkpoint
     from .data import REAL, FaceDataset, load_samples
@@ -204,7 +205,7 @@ def pretrain(data, out: str | os.PathLike, *, model: str = "vit_tiny_patch8", im
     if not isinstance(encoder, VisionTransformer):
         raise ConfigError(f"{model!r} is not a ViT", fix="ffd pretrain takes vit_* models")
     size = encoder.patch_embed.img_size
-    spec = PreprocessSpec(size=size)
+    spec = spec_for_data(data, size)
     task = MAETask(encoder, model, kw, mask_ratio, decoder_dim, decoder_depth)
     dev = resolve_device(device)
     task.to(dev)

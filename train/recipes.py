@@ -111,7 +111,7 @@ def train_teacher(data, out, *, model: str = "teacher_dual", epochs: int = 10, b
 
     kw = dict(model_kwargs or {})
     net = create_model(model, **kw)
-    spec = spec_for_data([parse_data_arg(d)[0] for d in data], size)
+    spec = spec_for_data(data, size)
     _check_size(net, size)
     task = ClassifierTask(net, model, kw, aux_weight=aux_weight)
     return _fit(task, data, out, spec, epochs=epochs, batch_size=batch_size, lr=lr, sbi=sbi, seed=seed, resume=resume,
@@ -135,7 +135,7 @@ def train_student(data, out, *, kd: str = "two_in_one", teacher: str | os.PathLi
 
     kd = normalize_kd_name(kd)
     t_model, extra = None, {"role": "student", "kd": kd}
-    spec = spec_for_data([parse_data_arg(d)[0] for d in data], size or 128)
+    spec = spec_for_data(data, size or 128)
     if kd != "none":
         if teacher is None:
             raise ConfigError(f"--kd {kd.replace('_', '-')} needs a teacher checkpoint", fix="pass --teacher CKPT")
@@ -143,7 +143,7 @@ def train_student(data, out, *, kd: str = "two_in_one", teacher: str | os.PathLi
         if size and size != t_card.spec.size:
             raise ConfigError(f"--size {size} differs from the teacher's input size {t_card.spec.size}",
                               fix="drop --size: the student uses the teacher's preprocessing spec")
-        spec = spec_for_data([parse_data_arg(d)[0] for d in data], t_card.spec.size, base=t_card.spec)
+        spec = spec_for_data(data, t_card.spec.size, base=t_card.spec)
         extra["teacher"] = {"name": t_card.name, "path": str(teacher), "model_id": t_card.model_id()}
     kw = dict(model_kwargs or {})
     net = create_model(model, **kw)

@@ -9,9 +9,9 @@ tools (no ``spec.json``) are accepted with a warning: their framing is the user'
 """
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
-from typing import Iterable
 
 from edge.errors import ConfigError
 from edge.spec import PreprocessSpec
@@ -23,15 +23,28 @@ class UnknownFramingWarning(UserWarning):
     """Training data without a spec.json: the crops' framing cannot be checked."""
 
 
-def spec_for_data(paths: Iterable[str | Path], size: int, base: PreprocessSpec | None = None) -> PreprocessSpec:
-    """``base`` (default spec) at ``size`` with the framing of the extraction folders among ``paths``.
+def _paths(data) -> list[Path]:
+    """Dataset paths among ``data`` (a path, or a list of paths with ``real:``/``fake:`` prefixes, or samples)."""
+    items = data if isinstance(data, (list, tuple)) else [data]
+    out = []
+    for d in items:
+        if isinstance(d, (str, os.PathLike)):
+            s = str(d)
+            out.append(Path(s.split(":", 1)[1] if s.startswith(("real:", "fake:")) else s))
+    return out
+
+
+def spec_for_data(data, size: int, base: PreprocessSpec | None = None) -> PreprocessSpec:
+    """``base`` (default spec) at ``size`` with the framing of the extraction folders in ``data``.
+
+    ``data``: dataset path(s) as ``ffd train --data`` takes them; in-memory samples are skipped.
 
     Raises ConfigError when two folders were extracted with different framing, or when
     ``base`` (e.g. a teacher's spec) frames faces differently from the data.
     """
     framings: dict[tuple, list[str]] = {}
     unknown: list[str] = []
-    for p in map(Path, paths):
+    for p in _paths(data):
         f = p / "spec.json" if p.is_dir() else p.parent / "spec.json"
         if f.is_file():
             s = PreprocessSpec.from_json(f.read_text())
