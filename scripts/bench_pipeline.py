@@ -7,12 +7,10 @@
 3. Peak RSS of the detect loop over a long run (RSS sampled every 50 frames).
 4. The classifier alone (``ffd bench``): batch sizes 1/8/32, ORT 1 and 2 threads.
 
-The model: the best trained student ONNX found under ``runs/`` (``*int8*.onnx`` preferred),
-else an *untrained* ``student_small`` exported here and quantized to INT8 with ONNX Runtime
-(QDQ, U8S8, calibrated on 32 real London faces) — same graph and cost as the trained one,
-meaningless scores. Clips are written with OpenCV (mp4v) from ../shared faces into --work.
+The model: ``--model``, else the newest student ONNX under ``runs/`` (``*int8*.onnx`` preferred;
+``scripts/demo.sh`` makes one). Clips are written with OpenCV (mp4v) from ../shared faces into --work.
 
-    .venv/bin/python scripts/bench_pipeline.py --out docs/bench --seconds 20
+    .venv/bin/python scripts/bench_pipeline.py --model runs/demo/int8/student.int8-cpu.onnx --out docs/bench
 """
 from __future__ import annotations
 
@@ -33,58 +31,6 @@ def find_model() -> tuple[Path | None, str]:
     cands = sorted((ROOT / "runs").rglob("*.onnx"), key=lambda p: ("int8" not in p.name, -p.stat().st_mtime))
     cands = [p for p in cands if "student" in str(p) or "int8" in p.name]
     return (cands[0], "trained model from runs/") if cands else (None, "")
-
-
-def build_student_int8(work: Path, faces: list[Path]) -> Path:
-    """Untrained student_small -> ONNX (P(fake), card in metadata) -> ORT static INT8 (QDQ)."""
-    import onnx
-    import torch
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_static)
-
-    from calib.export import prob_fake_module
-    from edge.faces import FaceDetector, crop_face
-    from edge.media import read_image
-    from edge.spec import META_KEY, ModelCard, PreprocessSpec, preprocess
-    from train.registry import create_model
-
-    out = work / "student_small_untrained_int8.onnx"
-    if out.exists():
-        return out
-    torch.manual_seed(0)
-    card = ModelCard("student_small_untrained", spec=PreprocessSpec(), threshold=0.5, version="bench")
-    fp32 = work / "student_small_untrained_fp32.onnx"
-    m = prob_fake_module(create_model("student_small"))
-    s = card.spec.size
-    torch.onnx.export(m, torch.zeros(1, 3, s, s), str(fp32), input_names=["input"], output_names=["score"],
-                      dynamic_axes={"input": {0: "batch"}, "score": {0: "batch"}}, opset_version=17, dynamo=False)
-    det = FaceDetector("yunet", SHARED / "models" / "face_detection_yunet.onnx")
-    crops = []
-    for f in faces[:32]:
-        img = read_image(f)
-        d = det.detect(img)
-        if d:
-            crops.append(crop_face(img, d[0], card.spec)[0])
-    x = preprocess(crops, card.spec)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter([x[i:i + 8] for i in range(0, len(x) - len(x) % 8, 8)])
-
-        def get_next(self):
-            b = next(self._it, None)
-            return None if b is None else {"input": b}
-
-    pre = work / "pre.onnx"
-    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    for p in (fp32, out):
-        mo = onnx.load(str(p))
-        onnx.helper.set_model_props(mo, {META_KEY: card.to_json()})
-        onnx.save(mo, str(p))
-    pre.unlink()
-    return out
 
 
 def make_clips(work: Path, faces: list[Path], seconds: float, fps: int = 30) -> dict[str, Path]:
@@ -126,6 +72,7 @@ def screen_rtf(clips: list[Path], model: Path, work: Path, every_s: float, worke
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, help="INT8/FP32 ONNX or engine (default: the newest student model under runs/)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     ap.add_argument("--work", type=Path, default=Path("/tmp/ffd_bench_pipeline"))
     ap.add_argument("--seconds", type=float, default=20.0, help="length of each generated clip")
@@ -139,9 +86,9 @@ def main() -> None:
     a.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FFD_YUNET_MODEL", str(SHARED / "models" / "face_detection_yunet.onnx"))
     faces = sorted((SHARED / "data" / "london_faces" / "neutral").glob("*.jpg"))
-    model, how = find_model()
+    model, how = (a.model, "given") if a.model else find_model()
     if model is None:
-        model, how = build_student_int8(a.work, faces), "untrained student_small, ORT static INT8 (QDQ U8S8)"
+        sys.exit("error: no model under runs/; fix: run scripts/demo.sh first or pass --model M.int8-cpu.onnx")
     from edge.bench import peak_rss_mb
     from edge.bench_pipeline import bench_classifier, bench_e2e, model_precision
 
