@@ -31,41 +31,19 @@ import math
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def extract(src: Path, out: Path, spec, yunet: Path, label: str | None) -> list:
-    from edge.faces.extract import extract_faces
-    from train.data import load_samples
-
-    if not (out / "manifest.csv").is_file():
-        s = extract_faces(src, out, spec=spec, detector_model=yunet, label=label, workers=0, progress=False)
-        log(f"extracted {src}: {s}")
-    return load_samples(out)
+sys.path.insert(0, str(ROOT / "scripts"))
+from _common import extract, log, real_faces  # noqa: E402
 
 
 def source_sets(shared: Path, work: Path, spec, yunet: Path, seed: int):
     """-> (train reals, val reals, eval reals) split by identity."""
     from train.data import split_samples
 
-    data = shared / "data"
-    parts = []
-    for name, src in (("london_neutral", data / "london_faces" / "neutral"),
-                      ("london_smiling", data / "london_faces" / "smiling"),
-                      ("interfaces", data / "interfaces_cc0" / "img_500")):
-        for s in extract(src, work / "crops" / name, spec, yunet, "real"):
-            stem = Path(s.source or s.path).stem
-            ident = f"london:{stem.split('_')[0]}" if name.startswith("london") else f"interfaces:{stem}"
-            parts.append(replace(s, group=ident, label=0))
-    sp = split_samples(parts, val=0.15, test=0.3, seed=seed)
+    sp = split_samples(real_faces(shared, work, spec, yunet), val=0.15, test=0.3, seed=seed)
     return sp["train"], sp["val"], sp["test"]
 
 

@@ -28,40 +28,19 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def extract(src: Path, out: Path, spec, yunet: Path, label: str | None) -> list:
-    from edge.faces.extract import extract_faces
-    from train.data import load_samples
-
-    if not (out / "manifest.csv").is_file():
-        s = extract_faces(src, out, spec=spec, detector_model=yunet, label=label, workers=0, progress=False)
-        log(f"extracted {src}: {s}")
-    return load_samples(out)
+sys.path.insert(0, str(ROOT / "scripts"))
+from _common import extract, log, real_faces  # noqa: E402
 
 
 def build_splits(shared: Path, work: Path, spec, yunet: Path) -> dict:
     from train.data import split_samples
 
     data = shared / "data"
-    reals = []
-    for name, src in (("london_neutral", data / "london_faces" / "neutral"),
-                      ("london_smiling", data / "london_faces" / "smiling"),
-                      ("interfaces", data / "interfaces_cc0" / "img_500")):
-        for s in extract(src, work / "crops" / name, spec, yunet, "real"):
-            stem = Path(s.source or s.path).stem
-            ident = f"london:{stem.split('_')[0]}" if name.startswith("london") else f"interfaces:{stem}"
-            reals.append(replace(s, group=ident, label=0))
-    rs = split_samples(reals, val=0.15, test=0.0, seed=0)
+    rs = split_samples(real_faces(shared, work, spec, yunet), val=0.15, test=0.0, seed=0)
     cip = extract(data / "ciplab_real_fake_160" / "full_160", work / "crops" / "ciplab_full_160", spec, yunet, None)
     cs = split_samples(cip, val=0.0, test=0.4, seed=0)  # the fixed test part (as in fretal_experiment.py)
     ct = split_samples(cs["train"], val=0.2, test=0.0, seed=1)
