@@ -22,18 +22,9 @@ from edge.spec import PreprocessSpec
 from .data.spec import spec_for_data
 
 
-def parse_data_arg(arg: str | os.PathLike) -> tuple[Path, str | None]:
-    s = str(arg)
-    for lab in ("real", "fake"):
-        if s.startswith(lab + ":"):
-            return Path(s[len(lab) + 1:]), lab
-    return Path(s), None
-
-
 def load_pooled(data: Sequence[str | os.PathLike], max_per_class: int | None = None, seed: int = 0) -> list:
     """Samples of every data argument, optionally capped to ``max_per_class`` per label (stable choice)."""
-    from .data import load_samples
-    from .data.split import group_fraction
+    from .data import group_fraction, load_samples, parse_data_arg
 
     if not data:
         raise ConfigError("no dataset given", fix="pass --data PATH (repeatable)")

@@ -5,12 +5,13 @@
 """
 from __future__ import annotations
 
-from .samples import FAKE, REAL, UNLABELLED, Sample, check_samples, detect_layout, load_samples, summarize
+from .samples import (FAKE, REAL, UNLABELLED, Sample, check_samples, detect_layout, load_samples, parse_data_arg,
+                      summarize)
 from .split import assert_disjoint, group_fraction, overlapping_groups, split_samples
 
 __all__ = ["FAKE", "REAL", "UNLABELLED", "FaceDataset", "Sample", "assert_disjoint", "check_samples",
            "detect_layout", "group_fraction", "load_samples", "make_loader", "overlapping_groups",
-           "split_samples", "summarize"]
+           "parse_data_arg", "split_samples", "summarize"]
 
 
 def __getattr__(name: str):

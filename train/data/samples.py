@@ -76,6 +76,16 @@ def parse_label(value: str | int, *, path: str | Path | None = None) -> int:
     return _LABELS[key]
 
 
+def parse_data_arg(arg: str | os.PathLike) -> tuple[Path, str | None]:
+    """A data argument (``ffd train --data``) -> (path, forced label): ``real:DIR``/``fake:DIR``
+    name a plain folder of one class; anything else is a path with its own labels."""
+    s = str(arg)
+    for lab in ("real", "fake"):
+        if s.startswith(lab + ":"):
+            return Path(s[len(lab) + 1:]), lab
+    return Path(s), None
+
+
 def _points(text: str | None) -> tuple | None:
     if not text or not text.strip():
         return None

@@ -16,6 +16,8 @@ from pathlib import Path
 from edge.errors import ConfigError
 from edge.spec import PreprocessSpec
 
+from .samples import parse_data_arg
+
 FRAMING = ("detector", "det_score_threshold", "crop_mode", "margin")
 
 
@@ -26,12 +28,7 @@ class UnknownFramingWarning(UserWarning):
 def _paths(data) -> list[Path]:
     """Dataset paths among ``data`` (a path, or a list of paths with ``real:``/``fake:`` prefixes, or samples)."""
     items = data if isinstance(data, (list, tuple)) else [data]
-    out = []
-    for d in items:
-        if isinstance(d, (str, os.PathLike)):
-            s = str(d)
-            out.append(Path(s.split(":", 1)[1] if s.startswith(("real:", "fake:")) else s))
-    return out
+    return [parse_data_arg(d)[0] for d in items if isinstance(d, (str, os.PathLike))]
 
 
 def spec_for_data(data, size: int, base: PreprocessSpec | None = None) -> PreprocessSpec:
