@@ -126,8 +126,9 @@ def train_student(data, out, *, kd: str = "two_in_one", teacher: str | os.PathLi
 
     kd = normalize_kd_name(kd)
     t_model, extra = None, {"role": "student", "kd": kd}
-    spec = spec_for_data(data, size or 128)
-    if kd != "none":
+    if kd == "none":
+        spec = spec_for_data(data, size or 128)
+    else:
         if teacher is None:
             raise ConfigError(f"--kd {kd.replace('_', '-')} needs a teacher checkpoint", fix="pass --teacher CKPT")
         t_model, t_card, _ = load_checkpoint(teacher)
