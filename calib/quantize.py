@@ -32,7 +32,6 @@ from edge.spec import ModelCard
 TARGETS = ("trt", "cpu", "both")
 TRT_METHODS = ("entropy", "max")  # modelopt INT8 calibrators
 CPU_METHODS = {"entropy": "Entropy", "max": "MinMax", "minmax": "MinMax", "percentile": "Percentile"}
-QUANT_OPS = ("QuantizeLinear", "DequantizeLinear")
 INT_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd",
            "QLinearGlobalAveragePool", "QLinearMul", "QLinearSigmoid")
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
@@ -176,23 +175,12 @@ def quantize_cpu(onnx_path: Path, calib_dir: Path, spec, out: Path, *, method: s
 
 
 # --- evaluation ----------------------------------------------------------------------------
-def roc_auc(y: np.ndarray, s: np.ndarray) -> float | None:
-    """Area under the ROC curve (Mann-Whitney U with tied ranks); None with one class only."""
-    y, s = np.asarray(y).astype(bool), np.asarray(s, np.float64)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        return None
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    ss = s[order]
-    i = 0
-    while i < len(ss):  # average ranks over ties
-        j = i
-        while j + 1 < len(ss) and ss[j + 1] == ss[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+def label_metrics(scores: np.ndarray, y: np.ndarray, card: ModelCard) -> dict:
+    """AUC (None with one class only) and accuracy at the card's threshold (:mod:`train.metrics`)."""
+    from train.metrics import accuracy, auc
+
+    both = bool(np.any(y == 1) and np.any(y == 0))
+    return {"auc": auc(scores, y) if both else None, "accuracy": accuracy(scores, y, card.threshold)}
 
 
 def eval_set(eval_dirs: Sequence[str | os.PathLike], spec, n: int = 256, detector_model=None, seed: int = 0,
@@ -224,8 +212,7 @@ def compare(fp32_scores: np.ndarray, q_scores: np.ndarray, card: ModelCard, y: n
     r = {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
          "label_agreement": float(np.mean(lab(fp32_scores) == lab(q_scores)))}
     if y is not None:
-        r["auc"] = roc_auc(y, q_scores)
-        r["accuracy"] = float(np.mean((q_scores >= card.threshold) == (y == 1)))
+        r.update(label_metrics(q_scores, y, card))
     return r
 
 
@@ -293,7 +280,7 @@ def quantize_onnx(onnx_path: str | os.PathLike, calib_dir: str | os.PathLike, ou
     s32 = _scores(src, xe)
     fp32 = {"path": str(src), "flavour": "fp32"}
     if ye is not None:
-        fp32.update(auc=roc_auc(ye, s32), accuracy=float(np.mean((s32 >= card.threshold) == (ye == 1))))
+        fp32.update(label_metrics(s32, ye, card))
     for a in artefacts.values():
         a.update(compare(s32, _scores(Path(a["path"]), xe), card, ye))
         a["nodes"] = quantized_nodes(a["path"])
