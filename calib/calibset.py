@@ -19,7 +19,6 @@ invents data: there is no random fallback.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -31,6 +30,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from edge.errors import CalibrationError, FfdError, ModelError
+from edge.runtime.engine_cache import sha256_file
 from edge.spec import ModelCard, PreprocessSpec, preprocess
 
 CALIB_FILE = "calib.npy"
@@ -149,14 +149,6 @@ def _self_blend():
 
 
 # --- build / load ---------------------------------------------------------------------------
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def build_calibset(model: str | os.PathLike, sources: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                    n: int = DEFAULT_TARGET, crops: Sequence[str | os.PathLike] = (), pseudo_fake: float = 0.25,
                    detector_model=None, seed: int = 0, spec: PreprocessSpec | None = None) -> dict:

@@ -12,7 +12,6 @@ printing the max abs difference and label agreement and raising when ``atol`` is
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -98,6 +97,7 @@ def export_onnx(ckpt: str | os.PathLike, out: str | os.PathLike | None = None, *
     import onnx
     import torch
 
+    from edge.runtime.engine_cache import sha256_file
     from train.checkpoint import load_checkpoint
 
     ckpt = Path(ckpt)
@@ -121,7 +121,7 @@ def export_onnx(ckpt: str | os.PathLike, out: str | os.PathLike | None = None, *
     tmp.unlink()
     m.producer_name, m.producer_version = "ffd-edge", _version()
     producer = {"ffd": _version(), "torch": torch.__version__, "onnx": onnx.__version__, "opset": opset,
-                "checkpoint": ckpt.name, "checkpoint_sha256": _sha256(ckpt)[:16], "model_name": blob["model_name"],
+                "checkpoint": ckpt.name, "checkpoint_sha256": sha256_file(ckpt)[:16], "model_name": blob["model_name"],
                 "model_kwargs": blob["model_kwargs"], "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "batch": batch or "dynamic"}
     set_metadata(m, card, producer)
@@ -156,10 +156,6 @@ def check_parity(torch_model, onnx_path, card: ModelCard, x: np.ndarray, *, atol
 def format_parity(p: dict) -> str:
     return (f"parity vs PyTorch on {p['n']} real faces: max |diff| {p['max_abs_diff']:.2e}, mean {p['mean_abs_diff']:.2e}, "
             f"label agreement {p['label_agreement']:.1%} (atol {p['atol']:.0e}: {'ok' if p['ok'] else 'FAILED'})")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _version() -> str:
