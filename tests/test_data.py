@@ -258,8 +258,9 @@ def test_face_dataset_shapes_labels_and_sbi(crop_dir):
     import torch
 
     from edge.spec import PreprocessSpec, preprocess, resize_crop
-    from train.data import FaceDataset, make_loader
+    from train.data import FaceDataset
     from train.sbi import SBIConfig
+    from train.trainer import make_loader
 
     spec = PreprocessSpec(size=64)
     samples = load_samples(crop_dir, min_classes=2)
@@ -285,7 +286,7 @@ def test_face_dataset_shapes_labels_and_sbi(crop_dir):
 
     aug = FaceDataset(samples, spec, augment=True)
     assert tuple(aug[1][0].shape) == (3, 64, 64)
-    xb, yb = next(iter(make_loader(ds, batch_size=4, shuffle=True, seed=0)))
+    xb, yb = next(iter(make_loader(ds, batch_size=4, train=True, seed=0)))
     assert tuple(xb.shape) == (4, 3, 64, 64) and yb.dtype == torch.int64
 
 

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from edge.errors import DatasetError, InputError
 from edge.spec import PreprocessSpec, preprocess, resize_crop
@@ -123,11 +123,3 @@ class FaceDataset(Dataset):
         img, label = self.load(index)
         return torch.from_numpy(preprocess([img], self.spec)[0]), label
 
-
-def make_loader(dataset: FaceDataset, batch_size: int = 64, shuffle: bool = True, num_workers: int = 0,
-                seed: int = 0, drop_last: bool = False) -> DataLoader:
-    """A DataLoader with a seeded shuffle (items themselves are seeded by the dataset)."""
-    g = torch.Generator()
-    g.manual_seed(int(seed))
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=g,
-                      drop_last=drop_last, persistent_workers=num_workers > 0)
