@@ -1,4 +1,4 @@
-"""Confidence-calibrated decision thresholds (numpy; torch only inside :func:`apply_to_checkpoint`).
+"""Confidence-calibrated decision thresholds (numpy; torch only to score checkpoints).
 
 FFDBackbone ("Rethinking Backbone Design for Face Forgery Detection", TPAMI 2026) argues that
 the fixed 0.5 cut is unreliable for a detector trained on one forgery distribution and
@@ -132,30 +132,34 @@ def _band(s, y, threshold, min_acc, max_frac) -> tuple[float, bool]:
     return float(cap_w), True
 
 
-def calibrate_threshold(scores: Sequence[float], labels: Sequence[int], rule: str = "balanced_accuracy",
-                        target_fpr: float = 0.05, uncertain_band: float | None = None,
-                        min_confident_accuracy: float = 0.9, max_uncertain_fraction: float = 0.2) -> ThresholdResult:
-    """Pick the threshold (and the uncertain band) on validation scores; see the module docstring."""
+def _check_options(rule: str, target_fpr: float, uncertain_band: float | None, max_uncertain_fraction: float) -> None:
     if rule not in RULES:
         raise ConfigError(f"unknown threshold rule {rule!r}; known: {', '.join(RULES)}")
     if not 0.0 <= target_fpr < 1.0:
         raise ConfigError(f"target_fpr must be in [0, 1), got {target_fpr}")
     if not 0.0 <= max_uncertain_fraction < 1.0:
         raise ConfigError(f"max_uncertain_fraction must be in [0, 1), got {max_uncertain_fraction}")
+    if uncertain_band is not None and uncertain_band < 0:
+        raise ConfigError(f"uncertain_band must be >= 0, got {uncertain_band}")
+
+
+def calibrate_threshold(scores: Sequence[float], labels: Sequence[int], rule: str = "balanced_accuracy",
+                        target_fpr: float = 0.05, uncertain_band: float | None = None,
+                        min_confident_accuracy: float = 0.9, max_uncertain_fraction: float = 0.2) -> ThresholdResult:
+    """Pick the threshold (and the uncertain band) on validation scores; see the module docstring."""
+    _check_options(rule, target_fpr, uncertain_band, max_uncertain_fraction)
     s, y = _check(scores, labels)
     t = _balanced_threshold(s, y) if rule == "balanced_accuracy" else _fpr_threshold(s, y, target_fpr)
     capped = False
     if uncertain_band is None:
         band, capped = _band(s, y, t, min_confident_accuracy, max_uncertain_fraction)
     else:
-        if uncertain_band < 0:
-            raise ConfigError(f"uncertain_band must be >= 0, got {uncertain_band}")
         band = float(uncertain_band)
     at_t, at_half = rates(s, y, t), rates(s, y, 0.5)
-    unc = np.abs(s - t) < band if band > 0 else np.zeros(s.size, bool)
+    unc = np.abs(s - t) < band
     metrics = {
         "rule": rule, "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),
-        **{f"{k}": v for k, v in at_t.items()},
+        **at_t,
         **{f"{k}_at_0.5": v for k, v in at_half.items()},
         "uncertain_fraction": float(unc.mean()), "band_capped": bool(capped),
         "min_confident_accuracy": min_confident_accuracy, "max_uncertain_fraction": max_uncertain_fraction,
@@ -170,26 +174,17 @@ def calibrate_threshold(scores: Sequence[float], labels: Sequence[int], rule: st
 
 # --- checkpoints -----------------------------------------------------------------------------
 def score_samples(model, samples, spec, *, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """P(fake) for each sample (``.path`` to a ready face crop) through ``edge.spec.preprocess``."""
-    import cv2
-    import torch
+    """P(fake) for each labelled sample (``.path`` to a ready face crop), in order.
 
-    from edge.errors import InputError
-    from edge.spec import preprocess
+    Crops go through :class:`train.data.FaceDataset` (``edge.spec.preprocess``, no augmentation)
+    and :func:`train.trainer.predict_scores`; ``device`` may be ``"auto"``.
+    """
+    from .data import FaceDataset
+    from .trainer import make_loader, predict_scores, resolve_device
 
-    model.eval().to(device)
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(samples), batch_size):
-            imgs = []
-            for smp in samples[i:i + batch_size]:
-                img = cv2.imread(str(smp.path), cv2.IMREAD_COLOR)
-                if img is None:
-                    raise InputError("cannot read image", path=smp.path, fix="remove or replace the file")
-                imgs.append(img)
-            x = torch.from_numpy(preprocess(imgs, spec)).to(device)
-            out.append(torch.softmax(model(x).float(), dim=1)[:, 1].cpu().numpy())
-    return np.concatenate(out) if out else np.empty(0, np.float32)
+    dev = resolve_device(device)
+    model.eval().to(dev)
+    return predict_scores(model, make_loader(FaceDataset(samples, spec), batch_size, train=False), dev)[0]
 
 
 def apply_to_checkpoint(ckpt_path: str | os.PathLike, data, *, rule: str = "balanced_accuracy",
@@ -208,6 +203,7 @@ def apply_to_checkpoint(ckpt_path: str | os.PathLike, data, *, rule: str = "bala
     """
     from .checkpoint import load_checkpoint, save_checkpoint
 
+    _check_options(rule, target_fpr, uncertain_band, max_uncertain_fraction)  # before the slow scoring
     model, card, blob = load_checkpoint(ckpt_path)
     samples = _validation_samples(data, split, seed)
     labelled = [s for s in samples if s.label in (0, 1)]
@@ -237,5 +233,4 @@ def _validation_samples(data, split: str | None, seed: int) -> list:
     samples = load_samples(data)
     if split is None:
         return samples
-    parts = split_samples(samples, seed=seed)
-    return list(parts[split] if isinstance(parts, dict) else getattr(parts, split))
+    return split_samples(samples, seed=seed)[split]

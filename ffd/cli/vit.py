@@ -53,11 +53,8 @@ def register(app: typer.Typer) -> None:
             output: Annotated[Optional[Path], typer.Option("--output", "-o",
                                                            help="Write here (default: update CKPT in place).")] = None):
         """Choose the decision threshold and uncertain band on validation data; store them in the card."""
-        from edge.errors import ConfigError
         from train.threshold import apply_to_checkpoint
 
-        if rule not in ("balanced_accuracy", "target_fpr"):
-            raise ConfigError(f"unknown --rule {rule!r}", fix="use balanced_accuracy or target_fpr")
         res = apply_to_checkpoint(ckpt, data, rule=rule, target_fpr=target_fpr, uncertain_band=uncertain_band,
                                   min_confident_accuracy=min_confident_accuracy, out=output,
                                   split=None if whole else "val", seed=seed)
