@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .onnx_model import QDQ_OPS, dims, graph_inputs, load_onnx, metadata
 from .spec import META_KEY, ModelCard
 
 # Operators TensorRT 10.3's ONNX parser imports (default domain).
@@ -94,16 +95,14 @@ class CheckReport:
 
 def check_onnx(path: str | Path) -> CheckReport:
     """Check ``path`` and return the report (``report.ok`` is False when something will not build as intended)."""
-    from .onnx_model import load_onnx
-
     p = Path(path)
     model = load_onnx(p)
     rep = CheckReport(str(p))
     g = model.graph
-    rep.quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
+    rep.quantized = any(n.op_type in QDQ_OPS for n in g.node)
     _check_opset(model, rep)
     _check_ops(g, rep)
-    _check_io(g, rep)
+    _check_io(model, rep)
     _check_metadata(model, rep)
     if rep.quantized:
         _check_qdq(g, rep)
@@ -145,38 +144,32 @@ def _check_ops(g, rep: CheckReport) -> None:
             rep.add("error", "ops", f"op {n.op_type} is not supported by TensorRT 10.3's ONNX parser", n.name)
 
 
-def _dims(vi) -> list:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-            for d in vi.type.tensor_type.shape.dim]
-
-
-def _check_io(g, rep: CheckReport) -> None:
-    inits = {i.name for i in g.initializer}
-    inputs = [i for i in g.input if i.name not in inits]
+def _check_io(model, rep: CheckReport) -> None:
+    inputs = graph_inputs(model)
     if len(inputs) != 1:
         rep.add("error", "io", f"expected one input tensor (N,3,H,W), found {[i.name for i in inputs]}")
     for vi in inputs:
-        dims = _dims(vi)
-        if len(dims) != 4:
-            rep.add("error", "io", f"input '{vi.name}' has rank {len(dims)}, expected 4 (N,3,H,W)")
+        d = list(dims(vi))
+        if len(d) != 4:
+            rep.add("error", "io", f"input '{vi.name}' has rank {len(d)}, expected 4 (N,3,H,W)")
             continue
-        if any(d is None for d in dims):
-            rep.add("error", "axes", f"input '{vi.name}' has an unnamed dynamic axis {dims}; name it "
+        if any(x is None for x in d):
+            rep.add("error", "axes", f"input '{vi.name}' has an unnamed dynamic axis {d}; name it "
                                      "(dynamic_axes={'input': {0: 'batch'}}) so the profile can address it")
-        if not isinstance(dims[0], str) and dims[0] is not None:
-            rep.add("warning", "axes", f"input '{vi.name}' has a static batch of {dims[0]}; the engine can only "
+        if not isinstance(d[0], str) and d[0] is not None:
+            rep.add("warning", "axes", f"input '{vi.name}' has a static batch of {d[0]}; the engine can only "
                                        "run that batch size")
-        if any(not isinstance(d, int) for d in dims[1:]):
-            rep.add("error", "axes", f"input '{vi.name}' has dynamic C/H/W {dims[1:]}; only the batch axis may "
+        if any(not isinstance(x, int) for x in d[1:]):
+            rep.add("error", "axes", f"input '{vi.name}' has dynamic C/H/W {d[1:]}; only the batch axis may "
                                      "be dynamic")
-    for vi in g.output:
-        dims = _dims(vi)
-        if any(d is None for d in dims):
-            rep.add("warning", "axes", f"output '{vi.name}' has an unnamed dynamic axis {dims}")
+    for vi in model.graph.output:
+        d = list(dims(vi))
+        if any(x is None for x in d):
+            rep.add("warning", "axes", f"output '{vi.name}' has an unnamed dynamic axis {d}")
 
 
 def _check_metadata(model, rep: CheckReport) -> None:
-    props = {m.key: m.value for m in model.metadata_props}
+    props = metadata(model)
     if META_KEY not in props:
         rep.add("error", "metadata", f"no model card under metadata key '{META_KEY}': an engine would not know "
                                      "its preprocessing spec and threshold (export with `ffd export`)")
@@ -186,14 +179,11 @@ def _check_metadata(model, rep: CheckReport) -> None:
     except Exception as e:  # noqa: BLE001 - ModelError / ConfigError from a malformed card
         rep.add("error", "metadata", f"model card is unreadable: {e}")
         return
-    inits = {i.name for i in model.graph.initializer}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        dims = _dims(vi)
-        if len(dims) == 4 and all(isinstance(d, int) for d in dims[2:]) and tuple(dims[2:]) != (card.spec.size,) * 2:
+    for vi in graph_inputs(model):
+        d = dims(vi)
+        if len(d) == 4 and all(isinstance(x, int) for x in d[2:]) and d[2:] != (card.spec.size,) * 2:
             rep.add("error", "metadata", f"the card's spec says {card.spec.size}x{card.spec.size} but input "
-                                         f"'{vi.name}' is {dims[2]}x{dims[3]}")
+                                         f"'{vi.name}' is {d[2]}x{d[3]}")
     rep.add("info", "metadata", f"model card '{card.name}' v{card.version}, input {card.spec.size}px, "
                                 f"threshold {card.threshold}")
 
@@ -207,7 +197,7 @@ def _check_qdq(g, rep: CheckReport) -> None:
     inits = {i.name: i for i in g.initializer}
 
     for n in g.node:
-        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+        if n.op_type not in QDQ_OPS:
             continue
         zp = n.input[2] if len(n.input) > 2 and n.input[2] else None
         if zp and zp in inits:

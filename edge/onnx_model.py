@@ -35,6 +35,18 @@ def metadata(model) -> dict[str, str]:
     return {m.key: m.value for m in model.metadata_props}
 
 
+def graph_inputs(model) -> list:
+    """The graph's real inputs (``ValueInfoProto``), initializers listed as inputs left out."""
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def dims(value_info) -> tuple:
+    """Shape of a ``ValueInfoProto``: ints for static axes, the ``dim_param`` (str) or None for dynamic ones."""
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                 for d in value_info.type.tensor_type.shape.dim)
+
+
 def card_from_props(props: Mapping[str, str], path: str | os.PathLike | None = None,
                     required: bool = True) -> ModelCard | None:
     """The ModelCard in ONNX metadata; ``required`` turns its absence into ModelError with the fix."""

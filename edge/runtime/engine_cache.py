@@ -172,18 +172,15 @@ class OnnxInfo:
 
 def describe_onnx(path: str | Path) -> OnnxInfo:
     """Hash an ONNX file and read its input, its precision and the model card in its metadata."""
-    from ..onnx_model import card_from_props, load_onnx, metadata, onnx_precision
+    from ..onnx_model import card_from_props, dims, graph_inputs, load_onnx, metadata, onnx_precision
 
     p = Path(path)
     model = load_onnx(p)
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
+    inputs = graph_inputs(model)
     if len(inputs) != 1:
         raise ModelError(f"the model must have exactly one input tensor, found {[i.name for i in inputs]}", path=p)
-    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                 for d in inputs[0].type.tensor_type.shape.dim)
     card = card_from_props(metadata(model), p, required=False)
-    return OnnxInfo(sha256_file(p), inputs[0].name, dims, onnx_precision(model), card)
+    return OnnxInfo(sha256_file(p), inputs[0].name, dims(inputs[0]), onnx_precision(model), card)
 
 
 def fp16_onnx_bytes(onnx_path: str | Path) -> bytes:
