@@ -1,6 +1,6 @@
 """``ffd screen``: score every video and image of an archive into a resumable SQLite database.
 
-Steps per file (:func:`sample_file` then :func:`finish_row`, the same in-process, in worker
+Steps per file (:func:`sample_file` then :func:`score_sample`, the same in-process, in worker
 processes and on Ray):
 
 1. *Sampling*: ``n_frames`` frames spread uniformly over the video (default 32, the centres of
@@ -240,15 +240,19 @@ def _worker_init(model: str, backend: str, detector_model, runner_kw: dict, sett
     _W.update(fd=fd, settings=settings)
 
 
+def score_sample(fd, sample: FileSample, settings: ScreenSettings) -> dict:
+    """Classify the crops of ``sample`` with the ForgeryDetector ``fd`` and build the row (local and Ray)."""
+    scores = fd.classify_crops(list(sample.crops)) if sample.crops is not None else None
+    return finish_row(sample, scores, fd.card, settings)
+
+
 def _worker_run(path: str, kind: str) -> dict:
     fd, settings = _W["fd"], _W["settings"]
-    s = sample_file(path, kind, settings, fd.detector, fd.spec)
-    scores = fd.classify_crops(list(s.crops)) if s.crops is not None else None
-    return finish_row(s, scores, fd.card, settings)
+    return score_sample(fd, sample_file(path, kind, settings, fd.detector, fd.spec), settings)
 
 
-def _rows_local(todo: list[tuple[Path, str]], init_args: tuple, workers: int) -> Iterator[dict]:
-    """Rows in completion order; ``workers`` processes (spawned) or in-process when 0."""
+def _rows_local(todo: list[tuple[Path, str]], init_args: tuple, workers: int, card) -> Iterator[dict]:
+    """Rows in completion order; ``workers`` processes (spawned) or in-process when 0; ``card`` for crash rows."""
     if workers <= 0:
         _worker_init(*init_args)
         try:
@@ -285,7 +289,7 @@ def _rows_local(todo: list[tuple[Path, str]], init_args: tuple, workers: int) ->
                         broken = True
                         attempts[str(p)] = attempts.get(str(p), 0) + 1
                         if attempts[str(p)] >= 2:
-                            yield _crash_row(p, kind, init_args)
+                            yield _crash_row(p, kind, card, init_args[4])
                         else:
                             pending.append((p, kind))
                 if broken and not inflight:
@@ -294,13 +298,10 @@ def _rows_local(todo: list[tuple[Path, str]], init_args: tuple, workers: int) ->
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _crash_row(p: Path, kind: str, init_args: tuple) -> dict:
-    from ..runtime import open_runner
-
+def _crash_row(p: Path, kind: str, card, settings: ScreenSettings) -> dict:
     s = FileSample(path=str(p), kind=kind, error="the decoder crashed the worker process on this file",
                    error_type="WorkerCrash")
-    with open_runner(init_args[0], init_args[1]) as r:
-        return finish_row(s, None, r.card, init_args[4])
+    return finish_row(s, None, card, settings)
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -348,9 +349,9 @@ def screen_archive(paths: Sequence[str | os.PathLike], model: str | os.PathLike,
         if ray_address is not None and todo:
             from .ray_runner import rows_ray
 
-            rows = rows_ray(todo, init_args, ray_address)
+            rows = rows_ray(todo, init_args, card.spec, ray_address)
         else:
-            rows = _rows_local(todo, init_args, n_workers)
+            rows = _rows_local(todo, init_args, n_workers, card)
         bar = _progress(len(todo), progress)
         try:
             for row in rows:
