@@ -16,7 +16,8 @@ costs frames, never memory or latency. For files nothing is dropped; decode simp
 :class:`Pipeline` is the embeddable form (iterate it for ``(frame, [FaceResult])``);
 :func:`detect_stream` yields the JSON records of ``ffd detect`` and writes the optional
 annotated video and overlay window; both fill a :class:`DetectStats` (achieved fps, per-stage
-ms, drops, RSS samples).
+ms, drops, RSS samples). :func:`detect_sources` is ``ffd detect`` itself: images and
+folders to :func:`edge.detector.detect_paths`, the other sources to :func:`detect_stream`.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -413,6 +414,88 @@ def detect_stream(source: str | int | Source, model, *, backend: str = "auto", d
             src.close()
         if own_fd and fd is not None:
             fd.close()
+
+
+def source_kind(src: str) -> str:
+    """``images`` (an image file or a folder) | ``video`` | ``camera`` (a URI or a device)."""
+    from .media import is_video
+
+    if "://" in src or src.startswith("/dev/video") or src.isdigit() or "!" in src:  # "!": a GStreamer pipeline
+        return "camera"
+    return "video" if is_video(src) else "images"
+
+
+@dataclass
+class DetectSummary:
+    """Counts of the records of one ``ffd detect`` run (video records are faces only)."""
+
+    faces: int = 0
+    fake: int = 0
+    no_face: int = 0  # images without a face
+    errors: int = 0  # unreadable images
+
+    def add(self, rec: dict) -> None:
+        if "error" in rec:
+            self.errors += 1
+        elif "score" not in rec:
+            self.no_face += 1
+        else:
+            self.faces += 1
+            self.fake += rec["label"] == "fake"
+
+    def __str__(self) -> str:
+        return (f"{self.faces} faces ({self.fake} fake), {self.no_face} files without a face, "
+                f"{self.errors} unreadable files")
+
+
+def detect_sources(sources: Sequence[str], model, output: str | os.PathLike | None = None, *,
+                   backend: str = "auto", detector_model=None, batch_size: int = 32, max_faces: int | None = None,
+                   threads: int | None = None, log: Callable[[str], None] | None = None,
+                   **video_kw) -> DetectSummary:
+    """The library function behind ``ffd detect``: JSON lines for every face of every source.
+
+    Sources are grouped by :func:`source_kind`: images and folders go to
+    :func:`edge.detector.detect_paths`, each video, camera or stream to :func:`detect_stream`
+    (``video_kw``: ``video_out``, ``display``, ``every``, ``max_frames``, ``live``,
+    ``det_max_side``); its :meth:`DetectStats.summary` goes to ``log`` and a source error
+    is raised as :class:`SourceError` once its records are written. ``threads``: ONNX Runtime
+    intra-op threads (ignored for engines). Records go to ``output`` (default: stdout).
+    """
+    import json
+    import sys
+    from pathlib import Path
+
+    from .detector import detect_paths
+
+    by_kind: dict[str, list[str]] = {}
+    for s in sources:
+        by_kind.setdefault(source_kind(s), []).append(s)
+    runner_kw = {"intra_op_threads": threads} if threads and Path(model).suffix == ".onnx" else {}
+    opts = {"backend": backend, "detector_model": detector_model, "batch_size": batch_size, "max_faces": max_faces}
+
+    def records() -> Iterator[dict]:
+        for kind, srcs in by_kind.items():
+            if kind == "images":
+                yield from detect_paths(srcs, model, **opts, **runner_kw)
+                continue
+            for src in srcs:
+                stats = DetectStats()
+                yield from detect_stream(src, model, stats=stats, runner_kw=runner_kw, **opts, **video_kw)
+                if log is not None:
+                    log(f"{src}: {stats.summary()}")
+                if stats.error:
+                    raise SourceError(stats.error, path=src)
+
+    summary = DetectSummary()
+    out = open(output, "w") if output else sys.stdout
+    try:
+        for rec in records():
+            out.write(json.dumps(rec) + "\n")
+            summary.add(rec)
+    finally:
+        if output:
+            out.close()
+    return summary
 
 
 def run_detect(source, model, jsonl: str | os.PathLike | None = None, **kw) -> DetectStats:
