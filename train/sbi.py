@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import DatasetError, InputError
+from edge.errors import DatasetError
 
 # WebMorph/FRL 189-point template (london_faces): jaw 125..133 and hairline 134..144 outline the
 # face between the ears (ear points 109..124, 185..188 and the outer hair 145..157 are left out).
@@ -207,6 +207,7 @@ def write_blends(src: str | os.PathLike, out: str | os.PathLike, n: int = 16, se
     import cv2
 
     from edge.faces.extract import MANIFEST_COLUMNS
+    from edge.media import read_image
     from train.data.samples import REAL, UNLABELLED, detect_layout, load_samples
 
     label = "real" if detect_layout(src) == "images" else None
@@ -222,10 +223,7 @@ def write_blends(src: str | os.PathLike, out: str | os.PathLike, n: int = 16, se
     rows = []
     for i, k in enumerate(order):
         s = reals[int(k)]
-        img = cv2.imread(s.path, cv2.IMREAD_COLOR)
-        if img is None:
-            raise InputError("cannot read image", path=s.path, fix="re-extract or remove the file")
-        fake, mask = self_blend(img, s.landmarks, s.dense_landmarks, rng=np.random.default_rng([seed, i]), cfg=cfg)
+        fake, mask = self_blend(read_image(s.path), s.landmarks, s.dense_landmarks, rng=np.random.default_rng([seed, i]), cfg=cfg)
         stem = f"{i:04d}_{Path(s.path).stem}"
         cv2.imwrite(str(out / f"{stem}_sbi.png"), fake)
         cv2.imwrite(str(out / f"{stem}_mask.png"), np.rint(mask * 255).astype(np.uint8))
