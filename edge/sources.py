@@ -333,15 +333,16 @@ class LiveSource(Source):
             self.size = (w, h)
 
     def _loop(self, cap) -> None:
-        failures = 0  # consecutive failed (re)connections; reset by a frame
+        delays = None  # the back-off schedule of the current outage; a frame resets it
         try:
             while not self._stop.is_set():
                 if cap is None:
-                    if self.max_retries is not None and failures >= self.max_retries:
-                        raise SourceError(f"live source {self.spec.kind} lost; {failures} reconnect attempts failed",
-                                          path=self.uri, fix="check the camera/stream is connected and the URI is right")
-                    delay = min(self.max_backoff_s, self.backoff_s * 2 ** failures)
-                    failures += 1
+                    delays = delays or backoff_delays(self.backoff_s, self.max_backoff_s, self.max_retries)
+                    delay = next(delays, None)
+                    if delay is None:
+                        raise SourceError(f"live source {self.spec.kind} lost; {self.max_retries} reconnect attempts "
+                                          "failed", path=self.uri,
+                                          fix="check the camera/stream is connected and the URI is right")
                     if self._stop.wait(delay):
                         break
                     self.retry_log.append(delay)
@@ -355,7 +356,7 @@ class LiveSource(Source):
                     cap.release()
                     cap = None
                     continue
-                failures = 0
+                delays = None
                 fr = Frame(img, self._n, time.monotonic() - self._t0, self.uri)
                 self._n += 1
                 with self._cond:
