@@ -99,8 +99,8 @@ def discover(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
     for p in map(Path, paths):
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.is_file() and (is_video(f) or is_image(f)):
-                    out.setdefault(f.resolve(), kind(f))
+                if f.is_file() and (k := kind(f)) != "other":
+                    out.setdefault(f.resolve(), k)
         elif p.exists():
             out.setdefault(p.resolve(), kind(p))
         else:
@@ -204,17 +204,15 @@ def finish_row(sample: FileSample, scores: np.ndarray | None, card, settings: Sc
         row.update(error=sample.error, error_type=sample.error_type)
     scores = np.zeros(0) if scores is None else np.asarray(scores, np.float64)
     frame_scores: list[float | None] = [None] * len(sample.frames)
-    frame_best: list[int] = [-1] * len(sample.frames)
+    frame_box: list[list | None] = [None] * len(sample.frames)  # box of each frame's most suspicious face
+    first: dict[int, int] = {}  # frame -> index of its first crop
     for k, (fi, sc) in enumerate(zip(sample.crop_frame, scores)):
-        if frame_scores[fi] is None or sc > frame_scores[fi]:
-            frame_scores[fi], frame_best[fi] = float(sc), k
-    first: dict[int, int] = {}
-    for k, fi in enumerate(sample.crop_frame):
         first.setdefault(fi, k)
+        if frame_scores[fi] is None or sc > frame_scores[fi]:
+            frame_scores[fi], frame_box[fi] = float(sc), sample.frames[fi]["boxes"][k - first[fi]]
     row["evidence"] = json.dumps([
-        {"frame": f["frame"], "t": f["t"], "faces": f["faces"], "score": None if s is None else round(s, 5),
-         "box": None if b < 0 else f["boxes"][b - first[fi]]}
-        for fi, (f, s, b) in enumerate(zip(sample.frames, frame_scores, frame_best))])
+        {"frame": f["frame"], "t": f["t"], "faces": f["faces"], "score": None if s is None else round(s, 5), "box": b}
+        for f, s, b in zip(sample.frames, frame_scores, frame_box)])
     score = aggregate(frame_scores, settings.aggregation)
     if score is None:
         row.update(status="no_face", score=None, label=None, thumb=None)
