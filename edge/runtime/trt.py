@@ -395,9 +395,6 @@ class TrtRunner(Runner):
         self._runtime = None
 
     # --- any thread -------------------------------------------------------------------------
-    def _chunk(self) -> int:
-        return self._graph_batch or self.max_batch
-
     def infer_async(self, batch: np.ndarray) -> Pending:
         """Enqueue one batch (at most ``max_batch``) and return at once; ``.result()`` gives the scores.
 
@@ -405,7 +402,10 @@ class TrtRunner(Runner):
         sets overlap host work with GPU work. At most two batches are in flight; a third call
         waits until a ``result()`` frees a set.
         """
-        batch = self.check_batch(batch)
+        return self._submit(self.check_batch(batch))
+
+    def _submit(self, batch: np.ndarray) -> Pending:
+        """:meth:`infer_async` of a batch :meth:`check_batch` has already accepted (no second check per chunk)."""
         n = len(batch)
         if n == 0 or n > self.max_batch:
             raise ConfigError(f"infer_async takes 1..{self.max_batch} images, got {n}", fix="use infer(), it splits")
@@ -428,13 +428,13 @@ class TrtRunner(Runner):
         batch = self.check_batch(batch)
         if len(batch) == 0:
             return np.zeros((0,), np.float32)
-        step = self._chunk()
+        step = self._graph_batch or self.max_batch
         pending: list[Pending] = []
         scores: list[np.ndarray] = []
         for i in range(0, len(batch), step):  # split batches larger than the profile allows
             if len(pending) == 2:
                 scores.append(pending.pop(0).result())
-            pending.append(self.infer_async(batch[i:i + step]))
+            pending.append(self._submit(batch[i:i + step]))  # rows of a checked batch: checked already
         scores.extend(p.result() for p in pending)
         return np.concatenate(scores).astype(np.float32, copy=False)
 
