@@ -21,6 +21,7 @@ file, checked between frames; frames decoded before still count).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from .errors import ConfigError, InputError
+from .faces import as_bgr
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff",
                         ".pgm", ".ppm", ".pbm", ".pnm", ".jp2"})
@@ -71,8 +73,6 @@ def _check_file(path: Path) -> None:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file into ``uint8`` BGR (H, W, 3), or raise InputError naming the file."""
     import cv2
-
-    from .faces import as_bgr
 
     path = Path(path)
     _check_file(path)
@@ -167,8 +167,6 @@ class VideoReader:
     """
 
     def __init__(self, path: str | os.PathLike, timeout_s: float | None = None):
-        import time
-
         self.path = Path(path)
         self.timeout_s = timeout_s if timeout_s and timeout_s > 0 else decode_timeout_s()
         self._deadline = time.monotonic() + self.timeout_s
@@ -192,8 +190,6 @@ class VideoReader:
         return index / self.info.fps if self.info.fps else 0.0
 
     def _check_time(self) -> None:
-        import time
-
         if time.monotonic() > self._deadline:
             raise InputError(f"decoding took longer than {self.timeout_s:g} s (per-file decode timeout)",
                              path=self.path, fix="re-encode the file (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4), "
@@ -230,8 +226,6 @@ class VideoReader:
 
     def _sequential(self, wanted) -> Iterator[Frame]:
         """Decode from the current position (the start), yielding the frames ``wanted(i)`` accepts."""
-        from .faces import as_bgr
-
         i = 0
         while True:
             if wanted(i):
@@ -247,8 +241,6 @@ class VideoReader:
             self.truncated = 0 < i < self.info.frame_count
 
     def _uniform(self, n_frames: int) -> Iterator[Frame]:
-        from .faces import as_bgr
-
         targets = uniform_indices(self.info.frame_count, n_frames)
         done: set[int] = set()
         # a truncated file fails at its end: probe the last target before trusting the count

@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .errors import BackendUnavailableError, InputError
+from .media import VideoReader, is_image, is_video, read_image
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 
@@ -79,8 +80,6 @@ def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: 
 
 def parse_uri(uri: str | int | os.PathLike, width: int = 1280, height: int = 720, fps: int = 30) -> SourceSpec:
     """Classify a source URI (no I/O beyond ``stat``)."""
-    from .media import is_image
-
     if isinstance(uri, int):
         return SourceSpec("v4l2", uri, True, "v4l2")
     s = str(uri).strip()
@@ -186,16 +185,12 @@ class FileSource(Source):
         self._image = None
         self._cap = None
         if image:
-            from .media import read_image
-
             try:
                 self._image = read_image(path)
             except InputError as e:
                 raise SourceError(e.message, path=path, fix=e.fix) from e
             self.size = (self._image.shape[1], self._image.shape[0])
             return
-        from .media import VideoReader
-
         try:
             reader = VideoReader(path)  # checks existence, size and that FFmpeg opens it
         except InputError as e:
@@ -238,8 +233,6 @@ class FolderSource(Source):
     """
 
     def __init__(self, folder: str | os.PathLike):
-        from .media import is_image, is_video
-
         self.uri = str(folder)
         self.files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and (is_image(p) or is_video(p)))
         if not self.files:
@@ -251,8 +244,6 @@ class FolderSource(Source):
         self._i = 0
 
     def read(self, timeout_s: float | None = None) -> Frame:
-        from .media import is_image
-
         while True:
             if self._cur is None:
                 if self._k >= len(self.files):
