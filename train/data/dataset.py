@@ -3,10 +3,10 @@
 ``FaceDataset(samples, spec, sbi=SBIConfig())`` yields ``(float32 CHW tensor, label)``. Items
 ``i < N`` are the samples themselves; with ``sbi`` every *real* sample j also yields a
 self-blended pseudo-fake (Shiohara & Yamasaki, CVPR 2022; :mod:`train.sbi`) at index
-``N + j``, label 1, method ``"sbi"``. Crops are decoded with :func:`edge.media.read_image`,
-resized to the spec's size with :func:`edge.spec.resize_crop` (landmarks follow), blended at
-that size (cheap on 2 cores), lightly augmented when ``augment`` and normalised with
-:func:`edge.spec.preprocess`: the decoder and preprocessing shared with calibration and the runtime. Randomness is drawn from
+``N + j``, label 1, method ``"sbi"``. Crops are read with ``cv2.imread``, resized to the spec's
+size with :func:`edge.spec.resize_crop` (landmarks follow), blended at that size (cheap on 2
+cores), lightly augmented when ``augment`` and normalised with :func:`edge.spec.preprocess`, the
+one path shared with calibration and the runtime. Randomness is drawn from
 ``np.random.default_rng([seed, epoch, index])`` so a run reproduces exactly; call
 ``set_epoch(e)`` each epoch to get new blends.
 """
@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edge.errors import DatasetError
-from edge.media import read_image
+from edge.errors import DatasetError, InputError
 from edge.spec import PreprocessSpec, preprocess, resize_crop
 
 from ..sbi import SBIConfig, self_blend
@@ -31,6 +30,21 @@ def _scaled(points, sx: float, sy: float):
     if points is None:
         return None
     return np.asarray(points, np.float64) * (sx, sy)
+
+
+def read_crop(path: str) -> np.ndarray:
+    """uint8 BGR image or InputError naming the file."""
+    import cv2
+
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        from pathlib import Path
+
+        p = Path(path)
+        why = "file not found" if not p.exists() else "file is empty (0 bytes)" if p.stat().st_size == 0 \
+            else "cannot decode image"
+        raise InputError(why, path=path, fix="re-extract the faces or remove the file from the dataset")
+    return img
 
 
 def augment_crop(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -92,7 +106,7 @@ class FaceDataset(Dataset):
             raise IndexError(index)
         n = len(self.samples)
         s = self.samples[index if index < n else self._reals[index - n]]
-        raw = read_image(s.path)
+        raw = read_crop(s.path)
         img = resize_crop(raw, self.spec)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         label = s.label
