@@ -28,23 +28,25 @@ from typing import Sequence
 import numpy as np
 
 from .bench import current_rss_mb, peak_rss_mb, percentiles, time_calls
-from .errors import ConfigError
-
+from .errors import ConfigError, ModelError
 
 
 def model_precision(path: str | os.PathLike) -> str:
+    """``int8`` / ``fp16`` / ``fp32`` of an ONNX graph, or of an engine from its build sidecar (``engine``
+    when the sidecar is missing or unreadable)."""
     p = Path(path)
-    if p.suffix != ".onnx":
-        side = p.with_suffix(p.suffix + ".json")
-        if side.is_file():
-            try:
-                return str(json.loads(side.read_text()).get("precision", "engine"))
-            except (OSError, json.JSONDecodeError):
-                pass
-        return "engine"
-    from .onnx_model import load_onnx, onnx_precision
+    if p.suffix == ".onnx":
+        from .onnx_model import load_onnx, onnx_precision
 
-    prec = onnx_precision(load_onnx(p))
+        prec = onnx_precision(load_onnx(p))
+    else:
+        from .runtime.engine_cache import read_sidecar
+
+        try:
+            opts = read_sidecar(p)["inputs"]["options"]
+        except (ModelError, KeyError, TypeError):
+            return "engine"
+        prec = "fp16" if opts.get("fp16") else str(opts.get("precision", "engine"))
     return "int8" if prec.startswith("int8") else prec
 
 
