@@ -21,8 +21,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from .errors import ConfigError, FfdError
-from .faces import Detection, FaceDetector, crop_face
+from .faces import Detection, FaceDetector, as_bgr, crop_face
 from .spec import ModelCard, preprocess
+
 
 @dataclass
 class FaceResult:
@@ -97,8 +98,6 @@ class ForgeryDetector:
 
     def process_batch(self, frames_bgr: Sequence[np.ndarray]) -> list[list[FaceResult]]:
         """Detect in every frame, classify all their faces together (batched), one list per frame."""
-        from .faces import as_bgr
-
         per_frame, crops = [], []
         for frame in frames_bgr:
             frame = as_bgr(frame)
