@@ -54,6 +54,7 @@ class Runner(abc.ABC):
 
 
 BACKENDS = ("auto", "ort", "trt")
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def open_runner(model_path: str | Path, backend: str = "auto", **kw) -> Runner:
@@ -67,14 +68,14 @@ def open_runner(model_path: str | Path, backend: str = "auto", **kw) -> Runner:
         raise ModelError("model file not found", path=p, fix="check the path, or run `ffd export` first")
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
-    if backend == "trt" or (backend == "auto" and p.suffix in (".engine", ".plan", ".trt")):
+    if backend == "trt" or (backend == "auto" and p.suffix in ENGINE_SUFFIXES):
         if p.suffix == ".onnx":
             raise ConfigError("the trt backend runs a TensorRT engine, not an ONNX file", path=p,
                               fix="build one with `ffd build-engine MODEL.onnx` and pass the .engine")
         from .trt import TrtRunner  # lazy: imports tensorrt + pycuda
 
         return TrtRunner(p, **kw)
-    if p.suffix in (".engine", ".plan", ".trt"):
+    if p.suffix in ENGINE_SUFFIXES:
         raise BackendUnavailableError("ONNX Runtime cannot run a TensorRT engine", path=p,
                                       fix="use --backend trt on a machine with TensorRT, or pass the .onnx")
     from .ort import OrtRunner

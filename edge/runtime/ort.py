@@ -88,7 +88,7 @@ class OrtRunner(Runner):
             raise ModelError(f"model input {self.input_name} has shape {shape} but its card's spec says (N,3,{s},{s})",
                              path=self.path, fix="re-export the model with the spec it was trained with")
         static_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-        self.max_batch = min(b for b in (max_batch, static_batch) if b) if (max_batch or static_batch) else None
+        self.max_batch = min((b for b in (max_batch, static_batch) if b), default=None)
         self._static_batch = static_batch
         self.active_providers = self._sess.get_providers()
 
