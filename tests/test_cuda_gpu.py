@@ -1,10 +1,10 @@
 """The pycuda layer on its own (no TensorRT): owner thread, pinned buffers, streams, copies, CUDA graphs."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
+
+from _threads import run_threads
 
 pytestmark = pytest.mark.gpu
 
@@ -66,20 +66,13 @@ def test_calls_from_worker_threads_run_on_the_owner(owner):
         buf.free()
         return v
 
-    results, errors = {}, []
+    results = {}
 
     def worker(i):
-        try:
-            assert cuda.Context.get_current() is None  # workers hold no context of their own
-            results[i] = owner.call(in_owner, i)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+        assert cuda.Context.get_current() is None  # workers hold no context of their own
+        results[i] = owner.call(in_owner, i)
 
-    ts = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    errors = run_threads(worker, 8)
     assert not errors and results == {i: float(i) for i in range(8)}
 
 

@@ -7,11 +7,11 @@ import importlib.util
 import json
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
+from _threads import run_threads
 from edge.errors import ConfigError, EngineMismatchError, MissingDependencyError, ModelError
 from edge.runtime.engine_cache import (BatchProfile, BuildOptions, EngineEnv, cache_key, check_engine_bytes,
                                        check_sidecar, describe_onnx, file_lock, is_cache_hit, key_inputs,
@@ -143,7 +143,7 @@ def test_file_lock_excludes_other_writers(tmp_path):
     target = tmp_path / "timing.cache"
     inside, overlaps = [0], [0]
 
-    def work():
+    def work(_):
         for _ in range(5):
             with file_lock(target):
                 inside[0] += 1
@@ -152,11 +152,7 @@ def test_file_lock_excludes_other_writers(tmp_path):
                 time.sleep(0.002)
                 inside[0] -= 1
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert not run_threads(work, 4)
     assert overlaps[0] == 0 and (tmp_path / "timing.cache.lock").exists()
 
 

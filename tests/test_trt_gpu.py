@@ -1,12 +1,11 @@
 """TensorRT on a GPU: build a modelopt Q/DQ tiny model, compare with ONNX Runtime, cache, graphs, threads, bench."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
 from _qdq_models import SIZE, int8_conv_onnx
+from _threads import run_threads
 
 pytestmark = pytest.mark.gpu
 
@@ -71,20 +70,13 @@ def test_double_buffering_and_worker_threads(engine):
         p2 = r.infer_async(_batch(3, seed=1))  # enqueued while p1 runs
         np.testing.assert_allclose(p1.result(), ref[0], atol=1e-6)
         np.testing.assert_allclose(p2.result(), ref[1], atol=1e-6)
-        out, errors = {}, []
+        out = {}
 
         def worker(i):
-            try:
-                for _ in range(5):
-                    out[i] = r.infer(_batch(3, seed=i))
-            except BaseException as e:  # noqa: BLE001
-                errors.append(e)
+            for _ in range(5):
+                out[i] = r.infer(_batch(3, seed=i))
 
-        ts = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+        errors = run_threads(worker, 6)
         assert not errors
         for i in range(6):
             np.testing.assert_allclose(out[i], ref[i], atol=1e-6)
