@@ -26,15 +26,14 @@ class StudentNet(nn.Module):
         super().__init__()
         self.num_classes, self.in_chans = num_classes, in_chans
         self.stem = ConvBnAct(in_chans, stem_width, 3, 2)
+        block = DwSepConv if depthwise else ConvBnAct  # 3x3 by default, both take stride=
         stages, c = [], stem_width
         for w, d in zip(widths, depths):
-            block = (lambda i, o, s: DwSepConv(i, o, s)) if depthwise else (lambda i, o, s: ConvBnAct(i, o, 3, s))
-            layers = [block(c, w, 2)] + [block(w, w, 1) for _ in range(d - 1)]
+            layers = [block(c, w, stride=2)] + [block(w, w) for _ in range(d - 1)]
             stages.append(nn.Sequential(*layers))
             c = w
         self.stages = nn.Sequential(*stages)
         self.num_features = c
-        self.feature_dims = c
         self.feature_reduction = 2 ** (len(widths) + 1)
         self.head = ClassifierHead(c, num_classes, drop_rate)
 
