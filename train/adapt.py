@@ -21,8 +21,8 @@ adapt`` takes only ``--target``. Source data may be used afterwards for evaluati
 in :func:`forgetting_report` (before/after AUC on a source and a target evaluation set).
 The adapted checkpoint is a normal checkpoint of the same registered model: the model card
 keeps its preprocessing spec, gets the adaptation details in ``card.extra["adaptation"]``
-and a threshold re-calibrated on a held-out target validation split when
-:mod:`train.threshold` is available, so export, quantization and deployment are unchanged.
+and a threshold re-calibrated on a held-out target validation split
+(:func:`train.threshold.apply_to_checkpoint`), so export, quantization and deployment are unchanged.
 """
 from __future__ import annotations
 
@@ -97,9 +97,8 @@ def representation_loss(student_feats: torch.Tensor, teacher_feats: torch.Tensor
         return student_feats.sum() * 0.0
     group = labels.long()[keep] * num_bins + bins[keep]
     fs, ft = student_feats[keep], teacher_feats[keep].detach()
-    uniq, inv = torch.unique(group, return_inverse=True)
+    uniq, inv, counts = torch.unique(group, return_inverse=True, return_counts=True)
     g = len(uniq)
-    counts = torch.zeros(g, device=fs.device, dtype=fs.dtype).index_add_(0, inv, torch.ones_like(inv, dtype=fs.dtype))
     ms = torch.zeros(g, fs.shape[1], device=fs.device, dtype=fs.dtype).index_add_(0, inv, fs) / counts[:, None]
     mt = torch.zeros(g, ft.shape[1], device=ft.device, dtype=ft.dtype).index_add_(0, inv, ft) / counts[:, None]
     return ((ms - mt) ** 2).mean()
@@ -213,7 +212,7 @@ def _split_target(samples: list, cfg: AdaptConfig) -> tuple[list, list]:
         # an offset seed: the hash split is a pure function of (seed, group), so reusing the seed
         # that carved ``samples`` out of a bigger set would put no group in val
         parts = split_samples(samples, val=cfg.val_fraction, test=0.0, seed=VAL_SPLIT_SEED_OFFSET + cfg.seed)
-        train_pool, val = _part(parts, "train"), _part(parts, "val")
+        train_pool, val = parts["train"], parts["val"]
     else:
         train_pool, val = samples, []
     if cfg.shots is not None:
@@ -227,12 +226,6 @@ def _split_target(samples: list, cfg: AdaptConfig) -> tuple[list, list]:
     if len({s.label for s in train_pool}) < 2:
         raise DatasetError("the target training split lacks one class", fix="pass more target samples or lower --val")
     return train_pool, val
-
-
-def _part(parts, name: str) -> list:
-    if isinstance(parts, dict):
-        return list(parts.get(name, []))
-    return list(getattr(parts, name))
 
 
 # --- the library entry point --------------------------------------------------------------
@@ -249,11 +242,11 @@ def adapt(ckpt: str | os.PathLike, target_data, out: str | os.PathLike, *, metho
     held-out target validation split (:func:`train.trainer.fit`), ``"last"`` the final weights.
     Returns the adapted checkpoint's path.
     """
-    import shutil
     import tempfile
 
     from train.checkpoint import load_checkpoint, save_checkpoint
     from train.data import FaceDataset
+    from train.threshold import apply_to_checkpoint
     from train.trainer import FitConfig, fit, make_loader
 
     cfg = AdaptConfig(method=method, shots=shots, epochs=epochs, lr=lr, batch_size=batch_size,
@@ -292,7 +285,6 @@ def adapt(ckpt: str | os.PathLike, target_data, out: str | os.PathLike, *, metho
     with tempfile.TemporaryDirectory(prefix=".adapt-", dir=out.parent) as work:
         res = fit(task, train_loader, val_loader, fcfg, work)
         best, _, best_blob = load_checkpoint(res[cfg.keep])
-        shutil.rmtree(work, ignore_errors=True)
     kept = res["best_epoch"] if cfg.keep == "best" else len(res["history"])
     info.update(seconds=round(time.time() - t0, 1), best_epoch=res["best_epoch"], kept_epoch=kept,
                 target_val_auc=best_blob.get("metrics", {}).get("val_auc"),
@@ -303,19 +295,8 @@ def adapt(ckpt: str | os.PathLike, target_data, out: str | os.PathLike, *, metho
     config = {"adapt": asdict(cfg), "parent_config": blob.get("config", {})}
     path = save_checkpoint(out, best, new_card, model_kwargs=blob["model_kwargs"], config=config,
                            metrics=best_blob.get("metrics", {}))
-    _recalibrate(path, val_s, device)
+    apply_to_checkpoint(path, val_s, split=None, device=device)  # threshold re-calibrated on target val
     return path
-
-
-def _recalibrate(path: Path, val_samples: list, device) -> None:
-    """Re-run threshold calibration on the target validation split when :mod:`train.threshold` exists."""
-    try:
-        from train.threshold import apply_to_checkpoint
-    except ImportError:  # threshold calibration not installed: the card keeps the parent's threshold
-        return
-    from train.trainer import resolve_device
-
-    apply_to_checkpoint(path, val_samples, split=None, device=str(resolve_device(device)))
 
 
 # --- forgetting report --------------------------------------------------------------------
@@ -330,9 +311,7 @@ def forgetting_report(before_ckpt: str | os.PathLike, after_ckpt: str | os.PathL
     from train.checkpoint import load_checkpoint
     from train.metrics import accuracy, auc
     from train.threshold import score_samples
-    from train.trainer import resolve_device
 
-    dev = str(resolve_device(device))
     m0, c0, _ = load_checkpoint(before_ckpt)
     m1, c1, _ = load_checkpoint(after_ckpt)
     if c0.spec != c1.spec:
@@ -352,7 +331,7 @@ def forgetting_report(before_ckpt: str | os.PathLike, after_ckpt: str | os.PathL
                                path=data if isinstance(data, (str, os.PathLike)) else None)
         report["n"][name] = {"real": int((y == 0).sum()), "fake": int((y == 1).sum())}
         for tag, m, c in (("before", m0, c0), ("after", m1, c1)):
-            scores = score_samples(m, samples, c.spec, device=dev)
+            scores = score_samples(m, samples, c.spec, device=device)
             report[tag][f"{name}_auc"] = auc(scores, y)
             report[tag][f"{name}_acc"] = accuracy(scores, y, c.threshold)
         report["delta"][f"{name}_auc"] = report["after"][f"{name}_auc"] - report["before"][f"{name}_auc"]
