@@ -47,19 +47,6 @@ def model_cost(model, size: int) -> dict[str, float]:
     return {"params": count_params(model), "flops": flops, "gflops": flops / 1e9, "macs": flops // 2, "input_size": size}
 
 
-def score_dataset(model, dataset, *, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """P(fake) for every item of a dataset of (tensor, label)."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    model.eval().to(device)
-    out = []
-    with torch.no_grad():
-        for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            out.append(torch.softmax(model(x.to(device)).float(), dim=1)[:, 1].cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
-
-
 def metrics_report(scores: np.ndarray, labels: np.ndarray, methods: Sequence[str], videos: Sequence[str],
                    threshold: float) -> dict[str, Any]:
     """Frame, video and per-method metrics from per-frame scores (numpy only)."""
@@ -122,7 +109,7 @@ def evaluate(ckpt: str | os.PathLike, data: Sequence[str | os.PathLike] | str | 
     from .checkpoint import load_checkpoint
     from .data import FaceDataset
     from .recipes import load_pooled
-    from .trainer import resolve_device
+    from .trainer import make_loader, predict_scores, resolve_device
 
     model, card, blob = load_checkpoint(ckpt)
     paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
@@ -132,10 +119,11 @@ def evaluate(ckpt: str | os.PathLike, data: Sequence[str | os.PathLike] | str | 
         have = "real" if np.any(labels == 0) else "fake"
         raise DatasetError(f"evaluation data holds only {have} faces ({len(labels)}); AUC/EER need both classes",
                            path=paths[0], fix="add the other class, e.g. a real:/fake: folder or a real/ fake/ dataset")
-    dev = str(resolve_device(device))
-    scores = score_dataset(model, FaceDataset(samples, card.spec), batch_size=batch_size, device=dev)
-    report = metrics_report(scores, labels, [s.method for s in samples], [s.source or s.group for s in samples],
-                            card.threshold)
+    dev = resolve_device(device)
+    loader = make_loader(FaceDataset(samples, card.spec), batch_size, train=False)
+    scores, _ = predict_scores(model.to(dev), loader, dev)
+    videos = [s.source or s.group for s in samples]
+    report = metrics_report(scores, labels, [s.method for s in samples], videos, card.threshold)
     model.cpu()
     report.update(checkpoint=str(ckpt), model=card.name, threshold=card.threshold, spec=card.spec.to_dict(),
                   data=[str(p) for p in paths], split=split or "all", cost=model_cost(model, card.spec.size),
@@ -146,7 +134,7 @@ def evaluate(ckpt: str | os.PathLike, data: Sequence[str | os.PathLike] | str | 
     if roc:
         fpr, tpr, _ = roc_curve(scores, labels)
         curves = {"frame": (fpr, tpr, report["frame"]["auc"])}
-        vs, vy, _ = aggregate_by_group(scores, labels, [s.source or s.group for s in samples])
+        vs, vy, _ = aggregate_by_group(scores, labels, videos)
         if len(vs) < len(scores):
             f2, t2, _ = roc_curve(vs, vy)
             curves["video"] = (f2, t2, report["video"]["auc"])
