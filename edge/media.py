@@ -8,9 +8,10 @@ orientation of phone photos is applied). ``iter_video_frames(path, n_frames=N)``
 seeks with ``CAP_PROP_POS_FRAMES``; when a seek fails or the container's frame count is
 wrong (truncated files, broken headers) it falls back to decoding sequentially and
 samples the frames that really decode. ``probe_video`` reads fps, frame count, duration
-and size from the container. Every failure a user can cause (missing, zero-byte,
-non-media, corrupt or truncated file) is an :class:`~edge.errors.InputError` naming the
-file. Decoding one file never touches another, so a caller can run it in a worker
+and size from the container; ``open_video`` returns the opened capture with them (for
+readers that play a whole file, as ``edge.sources.FileSource``). Every failure a user can
+cause (missing, zero-byte, non-media, corrupt or truncated file) is an
+:class:`~edge.errors.InputError` naming the file. Decoding one file never touches another, so a caller can run it in a worker
 process with a timeout.
 
 No file can hang a run: FFmpeg's blocking opens and reads are interrupted after
@@ -116,16 +117,6 @@ def _new_capture(path: Path, timeout_s: float | None = None):
                             [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
 
 
-def _open_capture(path: Path, timeout_s: float | None = None):
-    _check_file(path)
-    cap = _new_capture(path, timeout_s)
-    if not cap.isOpened():
-        cap.release()
-        raise InputError("cannot open video (not a video, corrupt or truncated)", path=path,
-                         fix="re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4) or remove it")
-    return cap
-
-
 def _info(cap) -> VideoInfo:
     import cv2
 
@@ -138,13 +129,26 @@ def _info(cap) -> VideoInfo:
                      width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
 
 
+def open_video(path: str | os.PathLike, timeout_s: float | None = None):
+    """-> (an opened FFmpeg ``cv2.VideoCapture`` with open/read timeouts, its :class:`VideoInfo`).
+
+    InputError naming the file when it is missing, empty or does not open; the caller releases it.
+    """
+    path = Path(path)
+    _check_file(path)
+    cap = _new_capture(path, timeout_s)
+    if not cap.isOpened():
+        cap.release()
+        raise InputError("cannot open video (not a video, corrupt or truncated)", path=path,
+                         fix="re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4) or remove it")
+    return cap, _info(cap)
+
+
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """fps, frame count, duration and size from the container (no frame is decoded)."""
-    cap = _open_capture(Path(path))
-    try:
-        return _info(cap)
-    finally:
-        cap.release()
+    cap, info = open_video(path)
+    cap.release()
+    return info
 
 
 def uniform_indices(frame_count: int, n_frames: int) -> list[int]:
@@ -170,8 +174,7 @@ class VideoReader:
         self.path = Path(path)
         self.timeout_s = timeout_s if timeout_s and timeout_s > 0 else decode_timeout_s()
         self._deadline = time.monotonic() + self.timeout_s
-        self._cap = _open_capture(self.path, self.timeout_s)
-        self.info = _info(self._cap)
+        self._cap, self.info = open_video(self.path, self.timeout_s)
         self.truncated = False
         self.decoded: int | None = None
 

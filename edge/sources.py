@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .errors import BackendUnavailableError, InputError
-from .media import VideoReader, is_image, is_video, read_image
+from .media import is_image, is_video, open_video, read_image
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 
@@ -192,13 +192,10 @@ class FileSource(Source):
             self.size = (self._image.shape[1], self._image.shape[0])
             return
         try:
-            reader = VideoReader(path)  # checks existence, size and that FFmpeg opens it
+            self._cap, info = open_video(path)  # checks existence, size and that FFmpeg opens it
         except InputError as e:
             raise SourceError(f"cannot read video: {e.message}", path=path, fix=e.fix) from e
-        self._cap, reader._cap = reader._cap, None
-        self.fps = reader.info.fps
-        self.size = (reader.info.width, reader.info.height)
-        self.frame_count = reader.info.frame_count
+        self.fps, self.size, self.frame_count = info.fps, (info.width, info.height), info.frame_count
 
     def read(self, timeout_s: float | None = None) -> Frame:
         if self._image is not None:
