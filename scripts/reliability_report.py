@@ -97,10 +97,7 @@ def main() -> int:
         outcomes += step("eval (folder datasets)", lambda: H.eval_image_outcomes(entries, ckpt, faces[20:24],
                                                                                    work / "eval"))
         ev = step("ffd eval (corpus extraction)", lambda: H.run_ffd(["eval", ckpt, work / "extract"], timeout=300))
-        pr = ev.problems()
-        outcomes.append(H.Outcome("corpus extraction", "ffd eval", "result",
-                                  ("hang" if ev.timed_out else "crash") if pr else "result" if ev.rc == 0 else "error",
-                                  "; ".join(pr) or ev.error_line() or "report"))
+        outcomes.append(H.Outcome("corpus extraction", "ffd eval", "result", *ev.outcome("report")))
         outcomes += step("loaders", lambda: H.loader_outcomes(models, work / "models" / MARKER))
         outcomes += step("CLI with broken models", lambda: H.cli_model_outcomes(models, corpus / "real",
                                                                                  work / "extract"))

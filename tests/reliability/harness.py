@@ -64,6 +64,22 @@ class CliRun:
     def error_line(self) -> str:
         return next((ln for ln in self.stderr.splitlines() if ln.startswith("error: ")), "")
 
+    def failure(self) -> tuple[str, str]:
+        """``(hang|crash, problems)`` of a run that has :meth:`problems`."""
+        return ("hang" if self.timed_out else "crash"), "; ".join(self.problems())
+
+    def outcome(self, ok_detail: str = "exit 0") -> tuple[str, str]:
+        """``(result, detail)`` of the run as a whole: its failure, ``error`` with the one error line
+        (exit 2), or ``result``."""
+        if self.problems():
+            return self.failure()
+        return ("error", self.error_line()) if self.rc == 2 else ("result", ok_detail)
+
+
+def _missing(run: CliRun, what: str) -> tuple[str, str]:
+    """An entry without a row/record: the run's crash or hang if it had one, else ``lost``."""
+    return run.failure() if run.problems() else ("lost", what)
+
 
 def run_ffd(args: Sequence, timeout: float = 300, env: dict | None = None) -> CliRun:
     """``python -m ffd ARGS`` in a subprocess (never ``--debug``), killed after ``timeout``."""
@@ -120,14 +136,11 @@ def extract_outcomes(corpus: Path, entries, out: Path, *, frames: int = 4, worke
         with open(out / "manifest.csv", newline="") as f:
             for r in csv.DictReader(f):
                 rows.setdefault(r["source"], []).append(r)
-    crashed = run.problems()
     outcomes = []
     for e in entries:
         rs = rows.get(_abs(e.path), [])
-        if crashed and not rs:
-            res, detail = ("hang" if run.timed_out else "crash"), "; ".join(crashed)
-        elif not rs:
-            res, detail = "lost", "no manifest row"
+        if not rs:
+            res, detail = _missing(run, "no manifest row")
         else:
             n_faces = sum(1 for r in rs if r["path"])
             errors = sorted({r["error"] for r in rs if r["error"] and r["error"] != "no face detected"})
@@ -147,16 +160,13 @@ def detect_image_outcomes(corpus: Path, entries, model: Path, out: Path, timeout
         for line in out.read_text().splitlines():
             r = json.loads(line)
             recs.setdefault(_abs(Path(r["file"])), []).append(r)
-    crashed = run.problems()
     outcomes = []
     for e in entries:
         if e.kind != "image":
             continue
         rs = recs.get(_abs(e.path), [])
-        if crashed and not rs:
-            res, detail = ("hang" if run.timed_out else "crash"), "; ".join(crashed)
-        elif not rs:
-            res, detail = "lost", "no record"
+        if not rs:
+            res, detail = _missing(run, "no record")
         elif any("error" in r for r in rs):
             res, detail = "error", rs[0]["error"]
         else:
@@ -219,14 +229,11 @@ def screen_outcomes(corpus: Path, entries, model: Path, db: Path, *, report: Pat
         args += ["--report", report]
     run = run_ffd(args, timeout=timeout, env=env)
     rows = screen_rows(db)
-    crashed = run.problems()
     outcomes = []
     for e in entries:
         r = rows.get(str(e.path.resolve()))
-        if crashed and r is None:
-            res, detail = ("hang" if run.timed_out else "crash"), "; ".join(crashed)
-        elif r is None:
-            res, detail = "lost", "no row"
+        if r is None:
+            res, detail = _missing(run, "no row")
         else:
             res = {"done": "face", "no_face": "no_face", "error": "error"}[r["status"]]
             detail = f"{r['faces_seen']} faces in {r['n_frames']} frames" + (f"; {r['error']}" if r["error"] else "")
@@ -310,12 +317,7 @@ def cli_model_outcomes(model_entries, images: Path, data: Path, timeout: float =
         else:
             run = run_ffd(["detect", images, "-m", m.path], timeout=timeout)
             ep = "ffd detect -m"
-        probs = run.problems()
-        if probs:
-            res, detail = ("hang" if run.timed_out else "crash"), "; ".join(probs)
-        else:
-            res, detail = ("error", run.error_line()) if run.rc == 2 else ("result", "exit 0")
-        outcomes.append(Outcome(m.name, ep, "error", res, detail))
+        outcomes.append(Outcome(m.name, ep, "error", *run.outcome()))
     return outcomes
 
 
