@@ -60,13 +60,11 @@ def read_card(model: str | os.PathLike) -> ModelCard:
 
 # --- faces from sources -------------------------------------------------------------------
 def _images(folder: Path) -> list[Path]:
-    from edge.media import is_image
+    from edge.detector import iter_image_files
 
     if not folder.exists():
         raise CalibrationError("calibration source not found", path=folder, fix="check the --data/--crops path")
-    if folder.is_file():
-        return [folder]
-    return sorted(f for f in folder.rglob("*") if f.is_file() and is_image(f))
+    return list(iter_image_files([folder]))
 
 
 def _groups(folder: Path, seed: int) -> list[list[Path]]:
