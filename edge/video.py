@@ -448,8 +448,9 @@ class DetectSummary:
                 f"{self.errors} unreadable files")
 
 
-def detect_sources(sources: Sequence[str], model, output: str | os.PathLike | None = None, *,
-                   backend: str = "auto", detector_model=None, batch_size: int = 32, max_faces: int | None = None,
+def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str | os.PathLike | None = None, *,
+                   backend: str = "auto", detector_model: str | os.PathLike | None = None, batch_size: int = 32,
+                   max_faces: int | None = None,
                    threads: int | None = None, log: Callable[[str], None] | None = None,
                    **video_kw) -> DetectSummary:
     """The library function behind ``ffd detect``: JSON lines for every face of every source.
@@ -463,7 +464,6 @@ def detect_sources(sources: Sequence[str], model, output: str | os.PathLike | No
     """
     import json
     import sys
-    from pathlib import Path
 
     from .detector import detect_paths
 
