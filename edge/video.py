@@ -450,8 +450,8 @@ class DetectSummary:
 
 def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str | os.PathLike | None = None, *,
                    backend: str = "auto", detector_model: str | os.PathLike | None = None, batch_size: int = 32,
-                   max_faces: int | None = None,
-                   threads: int | None = None, log: Callable[[str], None] | None = None,
+                   max_faces: int | None = None, threads: int | None = None,
+                   log: Callable[[str], None] | None = None,
                    **video_kw) -> DetectSummary:
     """The library function behind ``ffd detect``: JSON lines for every face of every source.
 
