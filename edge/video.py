@@ -367,7 +367,7 @@ class VideoOut:
 def detect_stream(source: str | int | Source, model, *, backend: str = "auto", detector_model=None,
                   batch_size: int = 16, max_faces: int | None = None, video_out: str | os.PathLike | None = None,
                   display: bool = False, stats: DetectStats | None = None, source_kw: dict | None = None,
-                  **kw) -> Iterator[dict]:
+                  runner_kw: dict | None = None, **kw) -> Iterator[dict]:
     """Run :class:`Pipeline` on a source; yield one JSON-ready record per face per frame.
 
     Record: ``{source, time, frame, track, box, score (smoothed), raw_score, det_score, label}``.
@@ -378,13 +378,13 @@ def detect_stream(source: str | int | Source, model, *, backend: str = "auto", d
     """
     from .detector import ForgeryDetector
 
-    runner_kw = kw.pop("runner_kw", {}) or {}
     src = source if isinstance(source, Source) else open_source(source, **(source_kw or {}))
     own_fd = not isinstance(model, ForgeryDetector)
     fd = None
     writer = None
     try:
-        fd = ForgeryDetector(model, backend, detector_model, batch_size, max_faces, **runner_kw) if own_fd else model
+        fd = (ForgeryDetector(model, backend, detector_model, batch_size, max_faces, **(runner_kw or {}))
+              if own_fd else model)
         pipe = Pipeline(src, fd, batch_size=batch_size, **kw)
         if stats is not None:
             pipe.stats = stats
