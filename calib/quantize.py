@@ -26,7 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
-from edge.errors import CalibrationError, ConfigError, ModelError
+from edge.check_onnx import QUANTIZABLE
+from edge.errors import CalibrationError, ConfigError, ModelError, require
 from edge.spec import ModelCard
 
 TARGETS = ("trt", "cpu", "both")
@@ -34,7 +35,6 @@ TRT_METHODS = ("entropy", "max")  # modelopt INT8 calibrators
 CPU_METHODS = {"entropy": "Entropy", "max": "MinMax", "minmax": "MinMax", "percentile": "Percentile"}
 INT_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd",
            "QLinearGlobalAveragePool", "QLinearMul", "QLinearSigmoid")
-COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 
 
 # --- graph inspection ----------------------------------------------------------------------
@@ -42,8 +42,10 @@ def quantized_nodes(model) -> dict:
     """Counts of Q/DQ and integer ops, and which compute nodes (Conv/Gemm/MatMul) run in INT8."""
     import onnx
 
+    from edge.onnx_model import load_onnx
+
     if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model), load_external_data=False)
+        model = load_onnx(model)
     nodes = model.graph.node
     produced_by_dq = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
     counts: dict[str, int] = {}
@@ -53,7 +55,7 @@ def quantized_nodes(model) -> dict:
     for n in nodes:
         if n.op_type in INT_OPS:
             quantized.append(f"{n.op_type}:{n.name}")
-        elif n.op_type in COMPUTE_OPS:
+        elif n.op_type in QUANTIZABLE:
             (quantized if len(n.input) > 1 and n.input[1] in produced_by_dq and n.input[0] in produced_by_dq
              else fp).append(f"{n.op_type}:{n.name}")
     return {"quantize_linear": counts.get("QuantizeLinear", 0), "dequantize_linear": counts.get("DequantizeLinear", 0),
@@ -86,8 +88,6 @@ def quantize_trt(onnx_path: Path, x: np.ndarray, out: Path, *, method: str = "en
     if method not in TRT_METHODS:
         raise ConfigError(f"Model Optimizer INT8 calibrates with {TRT_METHODS}, not {method!r}",
                           fix="use --method entropy or max for --target trt (percentile: --target cpu)")
-    from edge.errors import require
-
     require("modelopt.onnx.quantization", "calib", "INT8 quantization with Model Optimizer")
     from modelopt.onnx.quantization import quantize as mo_quantize
 
