@@ -122,6 +122,19 @@ class FileSample:
     error: str | None = None
     error_type: str | None = None
     elapsed_s: float = 0.0
+    size: int | None = None  # stat() and content hash of the file, taken where it is decoded
+    mtime: float | None = None
+    content_hash: str | None = None
+
+    def read_stat(self) -> None:
+        """Fill size, mtime and content hash; a file that cannot be read becomes the sample's error."""
+        try:
+            st = os.stat(self.path)
+            h = content_hash(self.path) if st.st_size else None
+        except OSError as e:
+            self.error = self.error or f"cannot stat the file: {e.strerror or e}"
+            return
+        self.size, self.mtime, self.content_hash = st.st_size, st.st_mtime, h
 
 
 def _iter_frames(path: str, kind: str, settings: ScreenSettings, sample: FileSample):
@@ -171,6 +184,7 @@ def sample_file(path: str, kind: str, settings: ScreenSettings, detector, spec) 
     if crops:
         s.crops = np.stack(crops)
     s.elapsed_s = time.perf_counter() - t0
+    s.read_stat()
     return s
 
 
@@ -185,18 +199,12 @@ def _thumb(crop: np.ndarray, side: int = 96) -> bytes | None:
 
 def finish_row(sample: FileSample, scores: np.ndarray | None, card, settings: ScreenSettings) -> dict:
     """Aggregate the crop scores of a sample into the database row (see :mod:`edge.screen.db`)."""
-    p = Path(sample.path)
     row = {"path": sample.path, "kind": sample.kind, "aggregation": settings.aggregation,
            "model_id": card.model_id(), "threshold": card.threshold, "settings": settings.key(),
            "duration_s": round(sample.duration_s, 3), "n_frames": len(sample.frames),
            "faces_seen": int(sum(f["faces"] for f in sample.frames)), "elapsed_s": round(sample.elapsed_s, 3),
-           "screened_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    try:
-        st = p.stat()
-        row.update(size=st.st_size, mtime=st.st_mtime, content_hash=content_hash(p) if st.st_size else None)
-    except OSError as e:
-        row.update(size=None, mtime=None, content_hash=None)
-        sample.error = sample.error or f"cannot stat the file: {e.strerror or e}"
+           "screened_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "size": sample.size, "mtime": sample.mtime,
+           "content_hash": sample.content_hash}
     if sample.error is not None and not sample.frames:
         row.update(status="error", error=sample.error, error_type=sample.error_type)
         return row
@@ -299,6 +307,7 @@ def _rows_local(todo: list[tuple[Path, str]], init_args: tuple, workers: int, ca
 def _crash_row(p: Path, kind: str, card, settings: ScreenSettings) -> dict:
     s = FileSample(path=str(p), kind=kind, error="the decoder crashed the worker process on this file",
                    error_type="WorkerCrash")
+    s.read_stat()
     return finish_row(s, None, card, settings)
 
 
