@@ -81,15 +81,20 @@ def _missing(run: CliRun, what: str) -> tuple[str, str]:
     return run.failure() if run.problems() else ("lost", what)
 
 
-def run_ffd(args: Sequence, timeout: float = 300, env: dict | None = None) -> CliRun:
-    """``python -m ffd ARGS`` in a subprocess (never ``--debug``), killed after ``timeout``."""
-    args = [str(a) for a in args]
+def _ffd_env(env: dict | None = None) -> dict:
+    """The environment of an ``ffd`` subprocess: this one plus ``env``, never ``FFD_DEBUG``."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("FFD_DEBUG", None)
     full_env.setdefault("PYTHONPATH", str(ROOT))
+    return full_env
+
+
+def run_ffd(args: Sequence, timeout: float = 300, env: dict | None = None) -> CliRun:
+    """``python -m ffd ARGS`` in a subprocess (never ``--debug``), killed after ``timeout``."""
+    args = [str(a) for a in args]
     t0 = time.perf_counter()
     try:
-        p = subprocess.run([*FFD, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run([*FFD, *args], cwd=ROOT, env=_ffd_env(env), capture_output=True, text=True, timeout=timeout)
         return CliRun(args, p.returncode, p.stdout, p.stderr, time.perf_counter() - t0)
     except subprocess.TimeoutExpired as e:
         def s(x):
@@ -374,8 +379,7 @@ def kill_resume(archive: Path, model: Path, db: Path, *, seed: int = 0, kills: i
 
     n_files = len(discover([archive]))
     rng = random.Random(seed)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("FFD_DEBUG", None)
+    env = _ffd_env()
     seen: dict[str, str] = {}  # path -> screened_at of every row seen after a kill
     log = []
     lost: set[str] = set()
