@@ -267,11 +267,13 @@ def fit(task: nn.Module, train_loader, val_loader, cfg: FitConfig, out_dir: str 
             batch = _move(batch, device)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 losses = step_module(batch)
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}; lower --lr")
+            # every logged loss in one device->host copy (one sync per step, not one per loss)
+            values = dict(zip(losses, torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device).detach()
+                                                   for v in losses.values()]).tolist()))
+            if not math.isfinite(values["loss"]):
+                raise FloatingPointError(f"loss is {values['loss']} at epoch {epoch + 1}; lower --lr")
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(losses["loss"]).backward()
             if cfg.grad_clip:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -279,8 +281,8 @@ def fit(task: nn.Module, train_loader, val_loader, cfg: FitConfig, out_dir: str 
             scaler.update()
             sched.step()
             n_steps += 1
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
             if hasattr(it, "set_postfix"):
                 it.set_postfix(loss=f"{sums['loss'] / n_steps:.4f}")
         train_losses = {f"train_{k}": v / max(1, n_steps) for k, v in sums.items()}
