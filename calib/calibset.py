@@ -149,12 +149,12 @@ def _self_blend():
 # --- build / load ---------------------------------------------------------------------------
 def build_calibset(model: str | os.PathLike, sources: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                    n: int = DEFAULT_TARGET, crops: Sequence[str | os.PathLike] = (), pseudo_fake: float = 0.25,
-                   detector_model=None, seed: int = 0, spec: PreprocessSpec | None = None) -> dict:
+                   detector_model=None, seed: int = 0) -> dict:
     """Select up to ``n`` faces (``pseudo_fake`` of them self-blended when SBI exists); write calib.npy + manifest."""
     if not sources and not crops:
         raise CalibrationError("no calibration data given", fix="pass --data FOLDER (images) and/or --crops FOLDER")
-    card = read_card(model) if spec is None else None
-    spec = spec or card.spec
+    card = read_card(model)
+    spec = card.spec
     blend = _self_blend() if pseudo_fake > 0 else None
     n_fake = int(round(n * pseudo_fake)) if blend else 0
     faces, lms, where, per_source = [], [], [], {}
@@ -182,7 +182,7 @@ def build_calibset(model: str | os.PathLike, sources: Sequence[str | os.PathLike
         "format": "ffd-calib-1",
         "spec": spec.to_dict(),
         "fingerprint": spec.fingerprint(),
-        "model": card.model_id() if card else None,
+        "model": card.model_id(),
         "count": int(x.shape[0]),
         "shape": list(x.shape),
         "real": len(where),
