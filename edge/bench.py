@@ -5,6 +5,7 @@ asserts a speed. ``peak_rss_mb`` reads the process high-water mark (``ru_maxrss`
 """
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -19,7 +20,7 @@ def percentiles(samples_ms, ps=(50, 90, 95, 99)) -> dict[str, float]:
         return {"n": 0}
     out = {"n": int(a.size), "min": float(a.min()), "mean": float(a.mean()), "max": float(a.max())}
     out.update({f"p{p}": float(np.percentile(a, p)) for p in ps})
-    out["median"] = out.get("p50", float(np.median(a)))
+    out["median"] = out["p50"] if "p50" in out else float(np.median(a))
     return out
 
 
@@ -65,8 +66,6 @@ def current_rss_mb() -> float:
     try:
         with open("/proc/self/statm") as f:
             pages = int(f.read().split()[1])
-        import os
-
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError):
         return peak_rss_mb()
