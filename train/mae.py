@@ -166,35 +166,39 @@ def load_backbone(model: nn.Module, path: str | os.PathLike) -> list[str]:
     return sorted(state)
 
 
+def _pretrain_samples(data) -> list:
+    """A list of samples as is, or dataset path(s) as ``ffd train`` reads them
+    (:func:`train.recipes.load_pooled`, ``real:``/``fake:`` prefixes); an unprefixed plain folder
+    of images holds real faces by definition here."""
+    from .data import detect_layout, parse_data_arg
+    from .recipes import load_pooled
+
+    if isinstance(data, (list, tuple)) and data and hasattr(data[0], "label"):
+        return list(data)
+    args = list(data) if isinstance(data, (list, tuple)) else [data]
+    return load_pooled([f"real:{d}" if parse_data_arg(d)[1] is None and detect_layout(d) == "images" else d
+                        for d in args])
+
+
 def pretrain(data, out: str | os.PathLike, *, model: str = "vit_tiny_patch8", img_size: int | None = None,
              model_kwargs: dict | None = None, mask_ratio: float = 0.75, epochs: int = 20, batch_size: int = 64,
              lr: float = 1.5e-4, weight_decay: float = 0.05, seed: int = 0, device: str = "auto",
              decoder_dim: int = 64, decoder_depth: int = 2, max_steps: int | None = None,
              log=print) -> dict[str, Any]:
-    """MAE on the REAL faces of ``data`` (a path or a list of samples, or several); writes a backbone checkpoint.
+    """MAE on the REAL faces of ``data`` (a list of samples, or dataset path(s)); writes a backbone checkpoint.
 
     Fake-labelled samples are dropped (the point is a backbone of real faces). Crops get the
     dataset's light augmentation (flip, JPEG, brightness). AdamW with a cosine schedule.
     """
     from edge.spec import ModelCard
 
-    from .data.spec import spec_for_data
-
     from .checkpoint import save_checkpoint
-    from .data import REAL, FaceDataset, load_samples
+    from .data import REAL, FaceDataset
+    from .data.spec import spec_for_data
     from .registry import create_model
-    from .trainer import resolve_device, seed_everything
+    from .trainer import _cosine, resolve_device, seed_everything
 
-    samples = []
-    for d in (data if isinstance(data, (list, tuple)) and data and not hasattr(data[0], "label") else [data]):
-        if isinstance(d, (list, tuple)):
-            samples += list(d)
-        else:
-            try:
-                samples += load_samples(d)
-            except DatasetError:  # a plain folder of images: real faces by definition here
-                samples += load_samples(d, label="real")
-    reals = [s for s in samples if s.label == REAL]
+    reals = [s for s in _pretrain_samples(data) if s.label == REAL]
     if not reals:
         raise DatasetError("no real faces to pre-train on", path=str(data), fix="pass a folder of real face crops")
     seed_everything(seed)
@@ -217,8 +221,7 @@ def pretrain(data, out: str | os.PathLike, *, model: str = "vit_tiny_patch8", im
     steps = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
     opt = torch.optim.AdamW(task.trainable_parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, steps, warm))
     mask_gen = torch.Generator(device=dev)
     mask_gen.manual_seed(seed + 1)
     history, step, t0 = [], 0, time.time()
