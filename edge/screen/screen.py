@@ -152,7 +152,7 @@ def _iter_frames(path: str, kind: str, settings: ScreenSettings, sample: FileSam
         if settings.every_s is not None and info.fps > 0:
             frames = r.frames(every=max(1, round(info.fps * settings.every_s)))
         else:
-            n = settings.n_frames or max(1, math.ceil(info.duration_s / (settings.every_s or 1.0)))
+            n = settings.n_frames or max(1, math.ceil(info.duration_s / settings.every_s))  # every_s, no fps
             frames = r.frames(n_frames=n)
         for item in frames:
             yield item
@@ -348,7 +348,7 @@ def screen_archive(paths: Sequence[str | os.PathLike], model: str | os.PathLike,
         if limit is not None:
             todo = todo[:limit]
         runner_kw = dict(runner_kw or {})
-        n_workers = workers if workers > 0 else 0
+        n_workers = max(workers, 0)
         if n_workers > 1 and str(model).endswith(".onnx"):
             runner_kw.setdefault("intra_op_threads", 1)
         init_args = (str(model), backend, None if detector_model is None else str(detector_model), runner_kw,
