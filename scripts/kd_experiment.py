@@ -34,15 +34,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+from _common import log, real_faces  # noqa: E402
 
 METHODS = ["none", "logit", "spatial", "naive_dual", "two_in_one"]
 LABELS = {"teacher": "Teacher (dual-branch)", "none": "Student alone", "logit": "Logit KD",
           "spatial": "Spatial-only feature KD", "naive_dual": "Naive dual KD (one projector)",
           "two_in_one": "Two-in-one KD (2 projectors + grad. homog.)"}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def build_data(args):
@@ -68,18 +66,8 @@ def build_data(args):
         train_cip += [cls[i] for i in sorted(idx)]
 
     # real faces for SBI: extracted once with the detector (spec crops), cached in --work
-    from edge.faces.extract import extract_faces
-
-    reals = []
-    for name, src in (("london_neutral", shared / "data/london_faces/neutral"),
-                      ("london_smiling", shared / "data/london_faces/smiling"),
-                      ("interfaces", shared / "data/interfaces_cc0/img_500")):
-        out = Path(args.work) / "faces" / name
-        if not (out / "manifest.csv").is_file():
-            log(f"extracting faces of {src} -> {out}")
-            extract_faces(src, out, spec=PreprocessSpec(size=128), label="real", workers=0, progress=False,
-                          detector_model=shared / "models" / "face_detection_yunet.onnx")
-        reals += load_samples(out)
+    yunet = shared / "models" / "face_detection_yunet.onnx"
+    reals = real_faces(shared, Path(args.work), PreprocessSpec(size=128), yunet)
     log(f"train: {len(train_cip)} ciplab + {len(reals)} extracted real faces (+ as many SBI pseudo-fakes); "
         f"val {len(parts['val'])}; test {len(parts['test'])}")
 
@@ -151,13 +139,10 @@ def test_metrics(model, xt, yt, meta):
             "auc_by_difficulty": {k: v["auc"] for k, v in rep["per_method"].items()}, **model_cost(model, xt.shape[-1])}
 
 
-def run(task, train_set, val_set, args, out, epochs, lr, seed):
+def run(task, train_set, val_set, args, spec, out, epochs, lr, seed):
     from train.trainer import FitConfig, fit, make_loader
 
-    from edge.spec import PreprocessSpec
-
-    cfg = FitConfig(epochs=epochs, lr=lr, seed=seed, device="cpu", progress=False, log=log,
-                    spec=PreprocessSpec(size=args.size),
+    cfg = FitConfig(epochs=epochs, lr=lr, seed=seed, device="cpu", progress=False, log=log, spec=spec,
                     config={"experiment": "kd_experiment"})
     train_set.seed = seed
     res = fit(task, make_loader(train_set, args.batch_size, True, seed), make_loader(val_set, 256, False), cfg, out)
@@ -250,7 +235,7 @@ def main(argv=None):
 
     torch.manual_seed(0)
     teacher = create_model(args.teacher)
-    res = run(ClassifierTask(teacher, args.teacher, {}), CachedSet(x, y), CachedSet(xv, yv), args, work / "teacher",
+    res = run(ClassifierTask(teacher, args.teacher, {}), CachedSet(x, y), CachedSet(xv, yv), args, spec, work / "teacher",
               args.teacher_epochs, args.lr, 0)
     from train.checkpoint import load_checkpoint
 
@@ -268,7 +253,7 @@ def main(argv=None):
             task = create_kd_task(method, student, None if method == "none" else teacher, args.student, {})
             out = work / f"{method}_s{seed}"
             res = run(task, CachedSet(x, y, teacher=None if method == "none" else cache), CachedSet(xv, yv), args,
-                      out, args.epochs, args.lr, seed)
+                      spec, out, args.epochs, args.lr, seed)
             model, _, _ = load_checkpoint(out / "best.pt")
             r = {**test_metrics(model, xt, yt, meta), "seed": seed, "val_auc": res["best_auc"]}
             results.setdefault(method, []).append(r)
