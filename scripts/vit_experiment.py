@@ -50,23 +50,16 @@ def build_splits(shared: Path, work: Path, spec, yunet: Path) -> dict:
                                   "test_fake": sum(s.label == 1 for s in cs["test"])}}}
 
 
-def ort_speed(onnx_path: Path, size: int, threads: int, batch: int = 32, runs: int = 10) -> float:
+def ort_speed(runner, batch: int = 32, runs: int = 10) -> float:
+    """Crops per second of an OrtRunner: median of ``runs`` timed batches (edge.bench)."""
     import numpy as np
-    import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
-    name = sess.get_inputs()[0].name
-    for _ in range(2):
-        sess.run(None, {name: x})
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, {name: x})
-        ts.append(time.perf_counter() - t0)
-    return batch / sorted(ts)[len(ts) // 2]
+    from edge.bench import percentiles, time_calls
+
+    s = runner.card.spec.size
+    x = np.random.default_rng(0).standard_normal((batch, 3, s, s)).astype(np.float32)
+    ms = time_calls(lambda: runner.infer(x), iters=runs, warmup=2)
+    return batch / (percentiles(ms)["median"] / 1e3)
 
 
 def main(argv=None) -> int:
@@ -152,8 +145,9 @@ def main(argv=None) -> int:
                                 detector_model=yunet, verbose=False)["path"]
         from edge.runtime.ort import OrtRunner
 
-        with OrtRunner(onnx_path) as r:
+        with OrtRunner(onnx_path, intra_op_threads=a.threads) as r:  # CPU provider
             assert r.card.threshold == cal.threshold
+            crops_per_s = ort_speed(r)
         row = {"variant": variant, "params": sum(p.numel() for p in model.parameters()),
                "val_auc": res["metrics"]["auc"], "best_epoch": res["metrics"]["best_epoch"],
                "test_auc": auc(ts, ty), "test_acc_at_0.5": at_half["accuracy"],
@@ -163,7 +157,7 @@ def main(argv=None) -> int:
                "test_fpr_at_cal": at_cal["fpr"], "test_uncertain_fraction": float(unc.mean()),
                "test_confident_bacc": conf.get("balanced_accuracy"), "val_bacc_at_cal": cal.metrics["balanced_accuracy"],
                "val_bacc_at_0.5": cal.metrics["balanced_accuracy_at_0.5"],
-               "ort_fp32_crops_per_s": ort_speed(Path(onnx_path), a.size, a.threads),
+               "ort_fp32_crops_per_s": crops_per_s,
                "train_seconds": round(train_s, 1),
                **{k: v for k, v in res["metrics"].items() if k.startswith("val_auc_")}}
         rows.append(row)
