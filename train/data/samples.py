@@ -111,11 +111,10 @@ def _images_under(folder: Path) -> list[Path]:
 
 def _dense_landmarks_beside(image: Path) -> tuple | None:
     """``<stem>_landmarks.csv`` (``idx,x,y`` rows, as in london_faces) next to an image, if any."""
-    lm = image.with_name(f"{image.stem}_landmarks.csv")
-    if not lm.is_file():
-        return None
-    rows = _read_csv(lm)
-    return tuple((float(r["x"]), float(r["y"])) for r in rows) or None
+    from edge.faces.extract import read_dense_landmarks
+
+    pts = read_dense_landmarks(image)
+    return None if pts is None else tuple(map(tuple, pts.tolist()))
 
 
 # --- (a) extraction folder ----------------------------------------------------------------
