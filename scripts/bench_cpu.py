@@ -42,10 +42,9 @@ def worker(cfg: dict) -> dict:
         import torch
 
         from train.checkpoint import load_checkpoint
-        from train.registry import create_model
 
         torch.set_num_threads(cfg["threads"])
-        model = load_checkpoint(cfg["model"])[0] if cfg["model"].endswith(".pt") else create_model(cfg["model"]).eval()
+        model = load_checkpoint(cfg["model"])[0]  # always a checkpoint: fresh models are saved by fresh_ckpt
 
         def make(b):
             xb = torch.from_numpy(x_all[np.arange(b) % len(x_all)])
