@@ -74,13 +74,16 @@ def kl_to_uniform_dirichlet(alpha: torch.Tensor) -> torch.Tensor:
             + ((alpha - 1) * (torch.digamma(alpha) - torch.digamma(s)[:, None])).sum(dim=1))
 
 
-def evidential_mse_loss(alpha: torch.Tensor, y: torch.Tensor, kl_weight: float = 0.0) -> torch.Tensor:
-    """Sensoy's expected squared error (eq. 5) + annealed KL on misleading evidence; batch mean."""
+def evidential_mse_loss(alpha: torch.Tensor, y: torch.Tensor, kl_weight: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """Sensoy's expected squared error (eq. 5) + annealed KL on misleading evidence; batch mean.
+
+    A tensor ``kl_weight`` (annealed on the device) is used as is, never read back to the host.
+    """
     onehot = F.one_hot(y, alpha.shape[1]).to(alpha.dtype)
     s = alpha.sum(dim=1, keepdim=True)
     p = alpha / s
     mse = ((onehot - p) ** 2 + p * (1 - p) / (s + 1)).sum(dim=1)
-    if kl_weight > 0:
+    if torch.is_tensor(kl_weight) or kl_weight > 0:
         mse = mse + kl_weight * kl_to_uniform_dirichlet(onehot + (1 - onehot) * alpha)
     return mse.mean()
 
@@ -141,21 +144,24 @@ class CompetitiveTask(TrainTask):
     def model(self) -> nn.Module:  # the branch that is validated, checkpointed and deployed
         return self.net.branches[self.deploy_branch]
 
+    def _kl_weight(self) -> torch.Tensor:  # on the buffer's device: no host sync per step
+        return (self.steps_done.float() / self.anneal_steps).clamp(max=1.0)
+
     def kl_weight(self) -> float:
-        return min(1.0, float(self.steps_done) / self.anneal_steps)
+        return float(self._kl_weight())
 
     def forward(self, batch):
         x, y = batch[0], batch[1]
         out = self.net.forward_all(x)
         ce = F.cross_entropy(out["fused_logits"], y)
-        lam = self.kl_weight()
+        lam = self._kl_weight()
         evd = sum(evidential_mse_loss(a, y, lam) for a in out["alpha"])
         dec = decorrelation_loss(out["cls"][0], out["cls"][1])
         if self.training:
             self.steps_done += 1
         return {"loss": ce + self.evidential_weight * evd + self.decorrelation_weight * dec, "ce": ce.detach(),
                 "evidential": evd.detach(), "decorrelation": dec.detach(), "u_mean": out["u"].mean().detach(),
-                "kl_weight": torch.tensor(lam)}
+                "kl_weight": lam}
 
 
 # --- fine-tuning entry point ------------------------------------------------------------------
