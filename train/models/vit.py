@@ -176,13 +176,13 @@ class VisionTransformer(nn.Module):
 
 def find_vits(model: nn.Module) -> list[VisionTransformer]:
     """Every outermost :class:`VisionTransformer` inside ``model`` (itself included), in module order."""
-    found: list[tuple[str, VisionTransformer]] = []
+    if isinstance(model, VisionTransformer):
+        return [model]
+    found: dict[str, VisionTransformer] = {}
     for name, m in model.named_modules():
-        if isinstance(m, VisionTransformer) and not any(name == p or name.startswith(p + ".") for p, _ in found if p):
-            if found and found[0][0] == "":
-                break  # model itself is the ViT
-            found.append((name, m))
-    return [m for _, m in found]
+        if isinstance(m, VisionTransformer) and not any(name.startswith(p + ".") for p in found):
+            found[name] = m
+    return list(found.values())
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, new_grid: int) -> torch.Tensor:
