@@ -144,6 +144,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     from edge.spec import PreprocessSpec
     from train.adapt import adapt, forgetting_report
+    from train.checkpoint import read_checkpoint
     from train.data import split_samples
 
     yunet = a.shared / "models" / "face_detection_yunet.onnx"
@@ -181,8 +182,6 @@ def main(argv=None) -> int:
                 adapt(src_ckpt, pool, out, method=method, shots=shots, epochs=epochs, lr=a.lr, seed=seed,
                       batch_size=a.batch_size, keep=a.keep, device="cpu", **extra)
                 rep = forgetting_report(src_ckpt, out, source_eval, target_test, device="cpu")
-                from train.checkpoint import read_checkpoint
-
                 info = read_checkpoint(out)["card"].extra["adaptation"]
                 runs.append({"method": variant, "shots": shots, "seed": seed, "epochs": epochs, "keep": a.keep,
                              "best_epoch": info["best_epoch"], "kept_epoch": info["kept_epoch"],
