@@ -33,18 +33,13 @@ def _scaled(points, sx: float, sy: float):
 
 
 def read_crop(path: str) -> np.ndarray:
-    """uint8 BGR image or InputError naming the file."""
-    import cv2
+    """uint8 BGR image (decoded as extraction, calibration and the runtime decode) or InputError naming the file."""
+    from edge.media import read_image
 
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        from pathlib import Path
-
-        p = Path(path)
-        why = "file not found" if not p.exists() else "file is empty (0 bytes)" if p.stat().st_size == 0 \
-            else "cannot decode image"
-        raise InputError(why, path=path, fix="re-extract the faces or remove the file from the dataset")
-    return img
+    try:
+        return read_image(path)
+    except InputError as e:
+        raise InputError(e.message, path=path, fix="re-extract the faces or remove the file from the dataset") from e
 
 
 def augment_crop(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
