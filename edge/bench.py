@@ -1,7 +1,7 @@
 """Timing and memory helpers shared by every benchmark (``ffd bench``, ``scripts/bench_*``).
 
 Benchmarks print medians and percentiles measured side by side in one run; nothing here
-asserts a speed. ``peak_rss_mb`` reads the process high-water mark (``ru_maxrss``).
+asserts a speed. ``peak_rss_mb`` reads the process high-water mark (``VmHWM``).
 """
 from __future__ import annotations
 

@@ -49,14 +49,15 @@ class ForgeryDetector:
     """``ForgeryDetector(model_path, backend="auto")``; ``process(frame_bgr) -> list[FaceResult]``.
 
     ``max_faces`` keeps the largest faces of a frame; ``min_face`` drops boxes whose larger
-    side is below that many pixels. ``runner_kw`` goes to the backend (e.g. ``providers``,
+    side is below that many pixels. ``det_max_side``: frames are downscaled to this longer side for
+    face detection (cost ~ pixels; boxes come back in frame pixels). ``runner_kw`` goes to the backend (e.g. ``providers``,
     ``intra_op_threads`` for ONNX Runtime). Faces are classified in batches of ``batch_size``.
     """
 
     def __init__(self, model_path: str | os.PathLike, backend: str = "auto",
                  detector_model: str | os.PathLike | None = None, batch_size: int = 32,
                  max_faces: int | None = None, min_face: float = 0.0, card: ModelCard | None = None,
-                 **runner_kw):
+                 det_max_side: int = 640, **runner_kw):
         from .runtime import open_runner
 
         if batch_size < 1:
@@ -72,12 +73,13 @@ class ForgeryDetector:
         self.max_faces = max_faces
         self.min_face = min_face
         self._detector_model = detector_model
+        self.det_max_side = int(det_max_side)
         self._detector: FaceDetector | None = None  # built on first use: classify_crops needs none
 
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
-            self._detector = FaceDetector.from_spec(self.spec, self._detector_model)
+            self._detector = FaceDetector.from_spec(self.spec, self._detector_model, max_side=self.det_max_side)
         return self._detector
 
     # --- building blocks -------------------------------------------------------------------

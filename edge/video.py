@@ -25,6 +25,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -39,9 +40,17 @@ STAGES = ("decode", "detect", "preprocess", "infer", "output")
 _END = object()
 
 
+STAGE_WINDOW = 10_000  # per-stage timing samples kept: a camera runs for days, memory must not grow
+RSS_WINDOW = 1_000  # RSS samples kept (one every ``rss_every`` frames)
+
+
 @dataclass
 class DetectStats:
-    """What a run did; ``end`` is ``eos`` | ``timeout`` | ``error`` | ``max_frames`` | ``stopped``."""
+    """What a run did; ``end`` is ``eos`` | ``timeout`` | ``error`` | ``max_frames`` | ``stopped``.
+
+    Stage times and RSS samples are kept in bounded windows (the most recent :data:`STAGE_WINDOW`
+    frames, :data:`RSS_WINDOW` samples), so a long live run does not grow; counters cover the whole run.
+    """
 
     source: str = ""
     frames_read: int = 0
@@ -52,8 +61,8 @@ class DetectStats:
     wall_s: float = 0.0
     end: str = ""
     error: str | None = None
-    stage_ms: dict = field(default_factory=lambda: {s: [] for s in STAGES})
-    rss_mb: list = field(default_factory=list)  # (frames processed, current RSS MiB), every rss_every frames
+    stage_ms: dict = field(default_factory=lambda: {s: deque(maxlen=STAGE_WINDOW) for s in STAGES})
+    rss_mb: deque = field(default_factory=lambda: deque(maxlen=RSS_WINDOW))  # (frames processed, RSS MiB)
 
     @property
     def fps(self) -> float:
@@ -89,8 +98,7 @@ class Pipeline:
 
     ``detector``: a :class:`edge.detector.ForgeryDetector` (owned by this pipeline while it runs;
     not shared with other threads). ``live``: drop frames when behind (default: the source's
-    kind). ``pace_fps``: read a file no faster than this (simulates a camera). ``det_max_side``: the
-    detector's input size (longer side; default 640). ``every``: detect
+    kind). ``pace_fps``: read a file no faster than this (simulates a camera). ``every``: detect
     on every k-th frame only (the others are decoded and skipped). ``smooth``: EMA weight of a
     new score (1: no smoothing). ``stall_timeout_s``: end a live source silent that long.
     """
@@ -98,7 +106,7 @@ class Pipeline:
     def __init__(self, source: Source, detector, *, batch_size: int = 16, queue_size: int = 4,
                  live: bool | None = None, pace_fps: float | None = None, every: int = 1,
                  max_frames: int | None = None, smooth: float = 0.3, iou: float = 0.3,
-                 stall_timeout_s: float = 10.0, rss_every: int = 100, det_max_side: int | None = None):
+                 stall_timeout_s: float = 10.0, rss_every: int = 100):
         from .tracking import IouTracker
 
         if batch_size < 1 or queue_size < 1 or every < 1:
@@ -114,8 +122,6 @@ class Pipeline:
         self._stop = threading.Event()
         self._failure: BaseException | None = None
         self.stats = DetectStats(source=source.uri)
-        if det_max_side:  # detect on frames downscaled to this longer side (cost ~ pixels); boxes come back full-size
-            detector.detector.max_side = int(det_max_side)
         _ = detector.detector  # build the face detector now: a missing model fails before threads start
 
     # --- queue helpers ---------------------------------------------------------------------
@@ -367,14 +373,15 @@ class VideoOut:
 def detect_stream(source: str | int | Source, model, *, backend: str = "auto", detector_model=None,
                   batch_size: int = 16, max_faces: int | None = None, video_out: str | os.PathLike | None = None,
                   display: bool = False, stats: DetectStats | None = None, source_kw: dict | None = None,
-                  runner_kw: dict | None = None, **kw) -> Iterator[dict]:
+                  runner_kw: dict | None = None, det_max_side: int | None = None, **kw) -> Iterator[dict]:
     """Run :class:`Pipeline` on a source; yield one JSON-ready record per face per frame.
 
     Record: ``{source, time, frame, track, box, score (smoothed), raw_score, det_score, label}``.
     ``model``: a model path or a :class:`~edge.detector.ForgeryDetector`. ``stats`` (if given) is
     filled in place. ``kw`` goes to :class:`Pipeline` (``live``, ``pace_fps``, ``every``,
     ``max_frames``, ``smooth``, ``queue_size``, ``stall_timeout_s``); runner options
-    (``intra_op_threads``, ``providers``) go through ``runner_kw``.
+    (``intra_op_threads``, ``providers``) go through ``runner_kw``; ``det_max_side`` sizes the face
+    detector's input of a detector built here (see :class:`~edge.detector.ForgeryDetector`).
     """
     from .detector import ForgeryDetector
 
@@ -383,8 +390,8 @@ def detect_stream(source: str | int | Source, model, *, backend: str = "auto", d
     fd = None
     writer = None
     try:
-        fd = (ForgeryDetector(model, backend, detector_model, batch_size, max_faces, **(runner_kw or {}))
-              if own_fd else model)
+        fd = (ForgeryDetector(model, backend, detector_model, batch_size, max_faces,
+                              det_max_side=det_max_side or 640, **(runner_kw or {})) if own_fd else model)
         pipe = Pipeline(src, fd, batch_size=batch_size, **kw)
         if stats is not None:
             pipe.stats = stats

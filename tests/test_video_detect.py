@@ -126,3 +126,16 @@ def test_ffd_bench_cli_writes_json_markdown_plot(face_clip, tiny_onnx, tmp_path)
     md = (out / "bench.md").read_text()
     assert "Side by side" in md and "| pipeline config |" in md
     assert (out / "bench.png").exists() or any("matplotlib" in n for n in res["notes"])
+
+
+def test_stats_windows_are_bounded_and_detector_size_is_a_constructor_argument(tiny_onnx, yunet_model):
+    from edge.detector import ForgeryDetector
+    from edge.video import STAGE_WINDOW, DetectStats
+
+    st = DetectStats()
+    for i in range(STAGE_WINDOW + 500):
+        st.stage_ms["detect"].append(float(i))
+    assert len(st.stage_ms["detect"]) == STAGE_WINDOW and st.stage_ms["detect"][0] == 500.0
+    assert st.limiting_stage() == "detect"
+    with ForgeryDetector(tiny_onnx, detector_model=yunet_model, det_max_side=320) as fd:
+        assert fd.detector.max_side == 320
