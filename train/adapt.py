@@ -190,11 +190,9 @@ class AdaptTask(TrainTask):
 # --- data ---------------------------------------------------------------------------------
 def _as_samples(data, what: str) -> list:
     """A path (any layout :func:`train.data.load_samples` reads) or an already loaded list of samples."""
-    if isinstance(data, (str, os.PathLike)):
-        from train.data import load_samples
+    from .recipes import load_pooled
 
-        return list(load_samples(data))
-    samples = list(data)
+    samples = load_pooled(data) if isinstance(data, (str, os.PathLike)) else list(data)
     if not samples:
         raise DatasetError(f"the {what} set is empty", fix="pass a folder or CSV with real and fake images")
     return samples

@@ -165,15 +165,6 @@ class CompetitiveTask(TrainTask):
 
 
 # --- fine-tuning entry point ------------------------------------------------------------------
-def _samples(data) -> list:
-    """Samples from dataset path(s) (``real:``/``fake:`` prefixes as in ``ffd train``) or a list of samples."""
-    from .recipes import load_pooled
-
-    if isinstance(data, (list, tuple)) and data and hasattr(data[0], "label"):
-        return list(data)
-    return load_pooled(list(data) if isinstance(data, (list, tuple)) else [data])
-
-
 def train_vit(data, out: str | os.PathLike, *, model: str = "vit_tiny_patch8", img_size: int | None = None,
               model_kwargs: dict | None = None, pretrained: str | os.PathLike | None = None, competitive: bool = False,
               sbi: bool = True, epochs: int = 10, batch_size: int = 32, lr: float = 3e-4, seed: int = 0,
@@ -188,17 +179,17 @@ def train_vit(data, out: str | os.PathLike, *, model: str = "vit_tiny_patch8", i
     returned ``path`` is ``best.pt``. The test split is never touched here.
     """
     from edge.errors import ConfigError
-    from .data.spec import spec_for_data
-
     from .data import FaceDataset, split_samples
+    from .data.spec import spec_for_data
     from .mae import load_backbone
+    from .recipes import load_pooled
     from .registry import create_model
     from .sbi import SBIConfig
     from .task import ClassifierTask
     from .trainer import FitConfig, fit, make_loader, predict_scores, resolve_device, seed_everything
 
     if splits is None:
-        splits = split_samples(_samples(data), val=val, test=test, seed=seed)
+        splits = split_samples(load_pooled(data), val=val, test=test, seed=seed)
     seed_everything(seed)
     kw = dict(model_kwargs or {})
     if img_size is not None:

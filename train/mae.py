@@ -170,14 +170,12 @@ def _pretrain_samples(data) -> list:
     """A list of samples as is, or dataset path(s) as ``ffd train`` reads them
     (:func:`train.recipes.load_pooled`, ``real:``/``fake:`` prefixes); an unprefixed plain folder
     of images holds real faces by definition here."""
-    from .data import detect_layout, parse_data_arg
+    from .data import Sample, detect_layout, parse_data_arg
     from .recipes import load_pooled
 
-    if isinstance(data, (list, tuple)) and data and hasattr(data[0], "label"):
-        return list(data)
     args = list(data) if isinstance(data, (list, tuple)) else [data]
-    return load_pooled([f"real:{d}" if parse_data_arg(d)[1] is None and detect_layout(d) == "images" else d
-                        for d in args])
+    return load_pooled([d if isinstance(d, Sample) or parse_data_arg(d)[1] is not None or detect_layout(d) != "images"
+                        else f"real:{d}" for d in args])
 
 
 def pretrain(data, out: str | os.PathLike, *, model: str = "vit_tiny_patch8", img_size: int | None = None,
@@ -196,7 +194,7 @@ def pretrain(data, out: str | os.PathLike, *, model: str = "vit_tiny_patch8", im
     from .data import REAL, FaceDataset
     from .data.spec import spec_for_data
     from .registry import create_model
-    from .trainer import _cosine, resolve_device, seed_everything
+    from .trainer import cosine_lr, resolve_device, seed_everything
 
     reals = [s for s in _pretrain_samples(data) if s.label == REAL]
     if not reals:
@@ -221,7 +219,7 @@ def pretrain(data, out: str | os.PathLike, *, model: str = "vit_tiny_patch8", im
     steps = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
     opt = torch.optim.AdamW(task.trainable_parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, steps, warm))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, warm))
     mask_gen = torch.Generator(device=dev)
     mask_gen.manual_seed(seed + 1)
     history, step, t0 = [], 0, time.time()

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from edge.errors import ConfigError, DatasetError
 from edge.spec import PreprocessSpec
@@ -22,14 +22,22 @@ from edge.spec import PreprocessSpec
 from .data.spec import spec_for_data
 
 
-def load_pooled(data: Sequence[str | os.PathLike], max_per_class: int | None = None, seed: int = 0) -> list:
-    """Samples of every data argument, optionally capped to ``max_per_class`` per label (stable choice)."""
-    from .data import group_fraction, load_samples, parse_data_arg
+def load_pooled(data, max_per_class: int | None = None, seed: int = 0) -> list:
+    """Samples of ``data``, optionally capped to ``max_per_class`` per label (stable choice).
 
-    if not data:
+    ``data``: a dataset path or a list of them (``real:``/``fake:`` prefixes as ``--data`` takes
+    them), and/or already loaded :class:`~train.data.Sample` objects (kept as they are).
+    """
+    from .data import Sample, group_fraction, load_samples, parse_data_arg
+
+    items = list(data) if isinstance(data, (list, tuple)) else [data]
+    if not items:
         raise ConfigError("no dataset given", fix="pass --data PATH (repeatable)")
     samples = []
-    for d in data:
+    for d in items:
+        if isinstance(d, Sample):
+            samples.append(d)
+            continue
         path, label = parse_data_arg(d)
         samples += load_samples(path, label=label)
     if max_per_class:

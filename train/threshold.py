@@ -228,9 +228,10 @@ def apply_to_checkpoint(ckpt_path: str | os.PathLike, data, *, rule: str = "bala
 def _validation_samples(data, split: str | None, seed: int) -> list:
     if isinstance(data, (list, tuple)):
         return list(data)
-    from .data import load_samples, split_samples
+    from .data import split_samples
+    from .recipes import load_pooled
 
-    samples = load_samples(data)
+    samples = load_pooled(data)
     if split is None:
         return samples
     return split_samples(samples, seed=seed)[split]

@@ -184,7 +184,7 @@ def _move(batch, device):
     return batch.to(device, non_blocking=True) if torch.is_tensor(batch) else batch
 
 
-def _cosine(step: int, total: int, warmup: int) -> float:
+def cosine_lr(step: int, total: int, warmup: int) -> float:
     if warmup and step < warmup:
         return (step + 1) / warmup
     p = (step - warmup) / max(1, total - warmup)
@@ -211,7 +211,7 @@ def fit(task: nn.Module, train_loader, val_loader, cfg: FitConfig, out_dir: str 
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader), cfg.max_steps_per_epoch)
     total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, total, cfg.warmup_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total, cfg.warmup_steps))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     start_epoch, best_auc, best_epoch, history = 0, -1.0, -1, []
