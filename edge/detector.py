@@ -133,11 +133,11 @@ class ForgeryDetector:
 # --- images and folders (`ffd detect`) ----------------------------------------------------
 def iter_image_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
     """Files as given (a non-image becomes an error record), folders searched recursively for images."""
-    from .media import is_image
+    from .media import media_files
 
     for p in map(Path, paths):
         if p.is_dir():
-            yield from sorted(f for f in p.rglob("*") if f.is_file() and is_image(f))
+            yield from media_files(p, videos=False)
         else:
             yield p
 

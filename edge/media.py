@@ -62,6 +62,15 @@ def is_video(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTS
 
 
+def media_files(folder: str | os.PathLike, images: bool = True, videos: bool = True) -> list[Path]:
+    """Image and/or video files under ``folder``, recursive and sorted; hidden files and folders
+    (``.DS_Store``, macOS ``._*`` twins, ``.git``) are skipped. The one folder walk of detect/screen/sources."""
+    root = Path(folder)
+    return sorted(p for p in root.rglob("*")
+                  if not any(part.startswith(".") for part in p.relative_to(root).parts) and p.is_file()
+                  and ((images and is_image(p)) or (videos and is_video(p))))
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise InputError("file not found", path=path, fix="check the path")

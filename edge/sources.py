@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .errors import BackendUnavailableError, InputError
-from .media import is_image, is_video, open_video, read_image
+from .media import is_image, media_files, open_video, read_image
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 
@@ -231,7 +231,7 @@ class FolderSource(Source):
 
     def __init__(self, folder: str | os.PathLike):
         self.uri = str(folder)
-        self.files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and (is_image(p) or is_video(p)))
+        self.files = media_files(folder)
         if not self.files:
             raise SourceError("the folder holds no image or video", path=folder,
                               fix="put media files in it (images or videos such as .mp4)")

@@ -129,3 +129,14 @@ def test_uniform_indices(count, n):
     idx = uniform_indices(count, n)
     assert len(idx) == min(count, n)
     assert idx == sorted(set(idx)) and all(0 <= i < count for i in idx)
+
+
+def test_media_files_skips_hidden_and_other_files(tmp_path):
+    from edge.media import media_files
+
+    for rel in ("a/x.jpg", "a/clip.mp4", "b/.hidden/y.png", "._x.jpg", "notes.txt", "z.PNG"):
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"")
+    assert [p.relative_to(tmp_path).as_posix() for p in media_files(tmp_path)] == ["a/clip.mp4", "a/x.jpg", "z.PNG"]
+    assert [p.name for p in media_files(tmp_path, videos=False)] == ["x.jpg", "z.PNG"]

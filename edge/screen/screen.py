@@ -90,7 +90,7 @@ def discover(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
     Files named explicitly keep whatever extension they have (an unsupported one becomes an
     error row); inside folders only video/image extensions are taken.
     """
-    from ..media import is_image, is_video
+    from ..media import is_image, is_video, media_files
 
     def kind(p: Path) -> str:
         return "video" if is_video(p) else "image" if is_image(p) else "other"
@@ -98,9 +98,8 @@ def discover(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
     out: dict[Path, str] = {}
     for p in map(Path, paths):
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and (k := kind(f)) != "other":
-                    out.setdefault(f.resolve(), k)
+            for f in media_files(p):
+                out.setdefault(f.resolve(), kind(f))
         elif p.exists():
             out.setdefault(p.resolve(), kind(p))
         else:
