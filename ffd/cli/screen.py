@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
         model: Annotated[Path, typer.Option("--model", "-m", help="Model: .onnx or .engine.")],
         db: Annotated[Path, typer.Option("--db", help="SQLite results database (created; resumed if it exists).")]
         = Path("ffd_screen.sqlite"),
-        frames: Annotated[int, typer.Option("--frames", "-n", min=1, help="Frames sampled uniformly per video.")] = 32,
+        frames: Annotated[Optional[int], typer.Option(
+            "--frames", "-n", min=1, help="Frames sampled uniformly per video (default 32).")] = None,
         every_s: Annotated[Optional[float], typer.Option(
             "--every-s", help="Sample one frame every K seconds instead of --frames (e.g. 0.5 = 2 fps).")] = None,
         aggregate: Annotated[str, typer.Option(
@@ -35,9 +36,12 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
     ):
         """Screen an archive: per-file score, label and evidence in SQLite; resumable; report and export."""
+        from edge.errors import ConfigError
         from edge.screen import ScreenSettings, screen_archive
 
-        settings = ScreenSettings(n_frames=frames, every_s=every_s, aggregation=aggregate, max_faces=max_faces)
+        if frames is not None and every_s is not None:
+            raise ConfigError("--frames and --every-s both choose the frames of a video", fix="pass one of them")
+        settings = ScreenSettings(n_frames=frames or 32, every_s=every_s, aggregation=aggregate, max_faces=max_faces)
         s = screen_archive(archive, model, db, settings=settings, workers=workers, backend=backend,
                            detector_model=detector_model, retry_errors=retry_errors, report=report, export=export,
                            ray_address=ray, progress=progress, limit=limit)
