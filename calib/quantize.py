@@ -28,6 +28,7 @@ import numpy as np
 
 from edge.check_onnx import QUANTIZABLE
 from edge.errors import CalibrationError, ConfigError, ModelError, require
+from edge.runtime.base import CPU_ONLY_TARGET
 from edge.spec import ModelCard
 
 TARGETS = ("trt", "cpu", "both")
@@ -265,7 +266,7 @@ def quantize_onnx(onnx_path: str | os.PathLike, calib_dir: str | os.PathLike, ou
         quantize_cpu(src, Path(calib_dir), card.spec, out, method=method, fmt=cpu_format, exclude_op=exclude_op,
                      exclude_node=exclude_node, per_channel=per_channel)
         flavour = f"ort-static-{cpu_format}-u8s8{'-per-channel' if per_channel else ''}"
-        _reattach_card(out, card, {"int8_flavour": flavour, "int8_target": "onnxruntime-cpu", "calibration": calib_info})
+        _reattach_card(out, card, {"int8_flavour": flavour, "int8_target": CPU_ONLY_TARGET, "calibration": calib_info})
         artefacts["cpu"] = {"path": str(out), "flavour": flavour, "seconds": round(time.time() - t1, 1)}
 
     # evaluation: labelled faces when given, else agreement on the calibration faces

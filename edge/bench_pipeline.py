@@ -29,6 +29,8 @@ import numpy as np
 
 from .bench import current_rss_mb, peak_rss_mb, percentiles, time_calls
 from .errors import ConfigError, ModelError
+from .onnx_model import read_card
+from .runtime.base import CPU_ONLY_TARGET
 
 
 def model_precision(path: str | os.PathLike) -> str:
@@ -63,9 +65,10 @@ def bench_classifier(model: str | os.PathLike, backend: str = "ort", batch_sizes
             "precision": prec, "threads": threads}
     rows = []
     if backend == "trt":
-        from .runtime.trt import bench_engine
+        from .runtime.trt import bench_engine, ensure_engine
 
-        res = bench_engine(model, batch_sizes=batch_sizes, iters=iters, warmup=warmup)
+        engine = ensure_engine(model) if model.suffix == ".onnx" else model  # built once, then cached
+        res = bench_engine(engine, batch_sizes=batch_sizes, iters=iters, warmup=warmup)
         for r in res["results"]:
             lat = r["latency_ms"]["host_wall"]
             rows.append({**base, "batch": r["batch"], "latency_ms": lat, "gpu_ms": r["latency_ms"].get("gpu_total"),
@@ -196,8 +199,11 @@ def run_bench(models: Sequence[str | os.PathLike], backends: Sequence[str] = ("o
     res: dict = {"env": _env(), "compare": compare, "classifier": [], "pipeline": [], "notes": []}
     for model, backend, t in product(map(Path, models), backends, threads):
         if backend == "trt" and model.suffix == ".onnx":
-            res["notes"].append(f"{model.name}: trt runs an engine; build one with `ffd build-engine` (skipped)")
-            continue
+            card = read_card(model)
+            if card is not None and card.extra.get("int8_target") == CPU_ONLY_TARGET:
+                res["notes"].append(f"{model.name}: ONNX Runtime's CPU INT8 does not build for TensorRT; "
+                                    "bench the *.int8-trt.onnx with trt (skipped)")
+                continue
         if backend != "trt" and model.suffix != ".onnx":
             res["notes"].append(f"{model.name}: {backend} runs ONNX files (skipped)")
             continue

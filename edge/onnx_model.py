@@ -58,6 +58,11 @@ def card_from_props(props: Mapping[str, str], path: str | os.PathLike | None = N
     return ModelCard.from_json(props[META_KEY])
 
 
+def read_card(path: str | os.PathLike, required: bool = False) -> ModelCard | None:
+    """The ModelCard stored in the ONNX file at ``path`` (``None`` when it has none and not ``required``)."""
+    return card_from_props(metadata(load_onnx(path)), path, required=required)
+
+
 def onnx_precision(model) -> str:
     """``int8-qdq`` (Q/DQ graph), ``int8`` (integer operators), ``fp16`` (FP16 weights or casts) or ``fp32``."""
     import onnx

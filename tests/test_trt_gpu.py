@@ -133,3 +133,22 @@ def test_parser_errors_name_the_node(tmp_path):
     onnx.save(m, str(tmp_path / "u.onnx"))
     with pytest.raises(ModelError, match="the_unique"):
         build_engine(tmp_path / "u.onnx", tmp_path / "u.engine")
+
+
+def test_auto_backend_builds_once_and_runs_tensorrt(engine, tmp_path):
+    """``open_runner(model.onnx)`` on a GPU machine: TensorRT, built into the cache beside the ONNX once."""
+    import shutil
+
+    from edge.runtime import open_runner
+    from edge.runtime.base import trt_unusable_reason
+
+    assert trt_unusable_reason() is None
+    onnx = tmp_path / "m.int8.onnx"
+    shutil.copy(int8_conv_onnx(), onnx)
+    with open_runner(onnx) as r, open_runner(onnx, "ort") as ref:
+        assert r.name == "trt" and onnx.with_suffix(".engine").is_file()
+        np.testing.assert_allclose(r.infer(_batch(5)), ref.infer(_batch(5)), atol=0.05)
+    stamp = onnx.with_suffix(".engine").stat().st_mtime_ns
+    with open_runner(onnx) as r:  # second open: a cache hit, not a rebuild
+        assert r.name == "trt"
+    assert onnx.with_suffix(".engine").stat().st_mtime_ns == stamp

@@ -5,17 +5,26 @@ threshold) and input name/shape, and maps a preprocessed float32 NCHW batch to o
 probability per face: ``infer(batch) -> scores`` with ``scores.shape == (N,)``.
 Backends: ``ort`` (ONNX Runtime; CPU everywhere, CUDA/TensorRT providers when installed),
 ``trt`` (TensorRT engine through pycuda) and ``torch`` (reference, in ``train/``).
-``open_runner(path, backend="auto")`` picks the fastest backend that can run here.
+``open_runner(path, backend="auto")`` picks the fastest backend that can run here: a
+TensorRT engine when TensorRT, pycuda and a GPU are usable (an ``.onnx`` is built once into
+the engine cache beside it), else ONNX Runtime.
 """
 from __future__ import annotations
 
 import abc
+import functools
+import importlib.util
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ConfigError, ModelError
+from ..errors import BackendUnavailableError, ConfigError, FfdError, ModelError
 from ..spec import ModelCard
+
+log = logging.getLogger(__name__)
 
 
 class Runner(abc.ABC):
@@ -55,29 +64,97 @@ class Runner(abc.ABC):
 
 BACKENDS = ("auto", "ort", "trt")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+TRT_KW = ("device", "rebuild", "cuda_graph", "graph_batch", "owner")  # TrtRunner's options; the rest are ORT's
+CPU_ONLY_TARGET = "onnxruntime-cpu"  # card.extra["int8_target"] of ORT's U8S8 INT8: TensorRT cannot build it
+
+_PROBE = ("import tensorrt, pycuda.driver as d; d.init(); n = d.Device.count(); "
+          "print(n, tensorrt.__version__, d.Device(0).name() if n else '')")
+
+
+@functools.lru_cache(maxsize=None)
+def trt_unusable_reason() -> str | None:
+    """``None`` when the ``trt`` backend can run here, else why not (one line).
+
+    TensorRT and pycuda must import and the CUDA driver must see a device. The probe runs in
+    a child process, once per process: ``cuInit`` in this process would break CUDA in children
+    a user forks later, and a broken driver install crashes the child, not the caller.
+    """
+    for mod in ("tensorrt", "pycuda"):
+        if importlib.util.find_spec(mod) is None:
+            return f"{mod} is not installed (pip install 'ffd-edge[gpu]')"
+    try:
+        r = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"the TensorRT/CUDA probe failed: {e}"
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+        return f"TensorRT or CUDA does not load: {last[:200]}"
+    fields = r.stdout.split(maxsplit=2)
+    if not fields or fields[0] == "0":
+        return "no CUDA device is visible"
+    log.debug("trt backend usable: TensorRT %s on %s", fields[1], fields[2].strip() if len(fields) > 2 else "?")
+    return None
+
+
+def auto_backend(model_path: str | Path, trt_reason: str | None, card: ModelCard | None = None) -> tuple[str, str]:
+    """``("trt" | "ort", why)``: what ``backend="auto"`` runs ``model_path`` with.
+
+    ``trt_reason`` is :func:`trt_unusable_reason` (``None``: TensorRT and a GPU are usable);
+    ``card`` the model's card, whose ``int8_target`` marks ONNX Runtime's CPU INT8 flavour.
+    """
+    p = Path(model_path)
+    if p.suffix in ENGINE_SUFFIXES:
+        return "trt", "a TensorRT engine"
+    if trt_reason is not None:
+        return "ort", f"TensorRT backend unavailable: {trt_reason}"
+    if card is not None and card.extra.get("int8_target") == CPU_ONLY_TARGET:
+        return "ort", "ONNX Runtime's CPU INT8 flavour; TensorRT builds the Q/DQ flavour (*.int8-trt.onnx)"
+    return "trt", "TensorRT and a GPU are usable; the ONNX is built once into the engine cache"
 
 
 def open_runner(model_path: str | Path, backend: str = "auto", **kw) -> Runner:
     """Open ``model_path`` (``.onnx`` or ``.engine``) with ``backend``.
 
-    ``auto``: a ``.engine`` goes to TensorRT; an ``.onnx`` goes to ONNX Runtime with the best
-    available provider (TensorRT/CUDA providers when installed, else CPU).
+    ``trt``: a TensorRT engine; an ``.onnx`` is first built (or found) in the engine cache
+    beside it (:func:`edge.runtime.trt.ensure_engine`). ``ort``: ONNX Runtime. ``auto``: see
+    :func:`auto_backend`; when building or loading the engine fails, it warns and falls back to
+    ONNX Runtime. With ``auto``, options of the backend not chosen (``providers`` when TensorRT
+    runs, ``device`` when ONNX Runtime runs) are dropped.
     """
     p = Path(model_path)
     if not p.exists():
         raise ModelError("model file not found", path=p, fix="check the path, or run `ffd export` first")
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
-    if backend == "trt" or (backend == "auto" and p.suffix in ENGINE_SUFFIXES):
-        if p.suffix == ".onnx":
-            raise ConfigError("the trt backend runs a TensorRT engine, not an ONNX file", path=p,
-                              fix="build one with `ffd build-engine MODEL.onnx` and pass the .engine")
-        from .trt import TrtRunner  # lazy: imports tensorrt + pycuda
+    if backend == "auto":
+        reason = trt_unusable_reason() if p.suffix not in ENGINE_SUFFIXES else None
+        card = kw.get("card")
+        if reason is None and card is None and p.suffix not in ENGINE_SUFFIXES:
+            from ..onnx_model import read_card
 
-        return TrtRunner(p, **kw)
+            card = read_card(p)
+        chosen, why = auto_backend(p, reason, card)
+        log.info("backend for %s: %s (%s)", p.name, chosen, why)
+        if chosen == "trt" and p.suffix not in ENGINE_SUFFIXES:
+            try:
+                return _open_trt(p, {k: v for k, v in kw.items() if k in TRT_KW})
+            except FfdError as e:
+                log.warning("TensorRT not used for %s, running ONNX Runtime instead: %s", p, e)
+        backend = chosen if p.suffix in ENGINE_SUFFIXES else "ort"
+        kw = {k: v for k, v in kw.items() if (k in TRT_KW) == (backend == "trt")}
+    if backend == "trt":
+        return _open_trt(p, kw)
     if p.suffix in ENGINE_SUFFIXES:
         raise BackendUnavailableError("ONNX Runtime cannot run a TensorRT engine", path=p,
                                       fix="use --backend trt on a machine with TensorRT, or pass the .onnx")
     from .ort import OrtRunner
 
     return OrtRunner(p, **kw)
+
+
+def _open_trt(p: Path, kw: dict) -> Runner:
+    from .trt import TrtRunner, ensure_engine  # lazy: imports tensorrt + pycuda
+
+    if p.suffix not in ENGINE_SUFFIXES:
+        p = ensure_engine(p, device=kw.get("device", 0))
+    return TrtRunner(p, **kw)

@@ -41,7 +41,7 @@ from ..errors import BackendUnavailableError, ConfigError, EngineMismatchError, 
 from ..errors import require
 from ..spec import ModelCard
 from . import cuda as cu
-from .base import Runner
+from .base import CPU_ONLY_TARGET, Runner
 from .engine_cache import (BatchProfile, BuildOptions, EngineEnv, atomic_write, cache_key, check_engine_bytes,
                            check_sidecar, default_engine_path, describe_onnx, file_lock, fp16_onnx_bytes,
                            is_cache_hit, key_inputs, make_sidecar, mismatches, read_sidecar, sidecar_path,
@@ -128,6 +128,11 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, min_ba
         raise ModelError("the ONNX has no model card in its metadata (key 'ffd.card'), so the engine would not "
                          "know its preprocessing spec and threshold", path=onnx_path,
                          fix="export with `ffd export` (it writes the card), or check with `ffd check-onnx`")
+    if card.extra.get("int8_target") == CPU_ONLY_TARGET:
+        raise ConfigError(f"this ONNX is ONNX Runtime's CPU INT8 ({card.extra.get('int8_flavour', 'u8s8')}); TensorRT "
+                          "takes symmetric INT8 Q/DQ only", path=onnx_path,
+                          fix="build the Model Optimizer flavour instead (`ffd quantize` writes *.int8-trt.onnx), "
+                              "or the FP32 ONNX with --fp16")
     profile = BatchProfile(min_batch or ec.DEFAULT_MIN_BATCH, opt_batch or ec.DEFAULT_OPT_BATCH,
                            max_batch or ec.DEFAULT_MAX_BATCH)
     shapes = profile.shapes(info.input_shape)
@@ -140,12 +145,23 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, min_ba
     if not rebuild and is_cache_hit(out, key):
         log.info("engine cache hit: %s", out)
         return BuildResult(out, sidecar_path(out), key, True, 0.0, env)
+    log.warning("building a TensorRT engine for %s on %s (minutes on a Jetson; cached as %s)", onnx_path,
+                env.describe(), out)
     t0 = time.perf_counter()
     data = _build_serialized(Path(onnx_path), info.input_name, shapes, options,
                              None if timing_cache is None else Path(timing_cache))
     atomic_write(out, data)
     sc = write_sidecar(out, make_sidecar(inputs, card, hashlib.sha256(data).hexdigest(), onnx_path))
     return BuildResult(out, sc, key, False, time.perf_counter() - t0, env)
+
+
+def ensure_engine(onnx_path: str | Path, *, device: int = 0, **build_kw) -> Path:
+    """The engine for ``onnx_path`` from the cache beside it, built first when missing or stale.
+
+    What ``open_runner(model.onnx, "trt" | "auto")`` runs: the first call on a machine builds
+    ``model.engine`` (+ sidecar) with the default profile and options, later calls reuse it.
+    """
+    return build_engine(onnx_path, device=device, **build_kw).engine_path
 
 
 def _describe_parser_error(err) -> str:
