@@ -71,9 +71,10 @@ def bench_classifier(model: str | os.PathLike, backend: str = "ort", batch_sizes
         res = bench_engine(engine, batch_sizes=batch_sizes, iters=iters, warmup=warmup)
         for r in res["results"]:
             lat = r["latency_ms"]["host_wall"]
+            stages = {k: r["latency_ms"][k] for k in TRT_STAGES if k in r["latency_ms"]}
             rows.append({**base, "batch": r["batch"], "latency_ms": lat, "gpu_ms": r["latency_ms"].get("gpu_total"),
-                         "throughput_per_s": r["throughput_per_s"], "rss_mb": current_rss_mb(),
-                         "peak_rss_mb": peak_rss_mb()})
+                         "stages_ms": stages, "throughput_per_s": r["throughput_per_s"], "rss_mb": current_rss_mb(),
+                         "peak_rss_mb": peak_rss_mb(), "engine": {k: res.get(k) for k in TRT_ENV_KEYS}})
         rows += [{**base, "batch": s["batch"], "skipped": s["reason"]} for s in res.get("skipped", [])]
         return rows
     from .runtime import open_runner
@@ -113,6 +114,10 @@ def _env() -> dict:
             "onnxruntime": ort.__version__, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+TRT_STAGES = ("h2d", "gpu_compute", "d2h", "gpu_total")
+TRT_ENV_KEYS = ("tensorrt_version", "gpu", "compute_capability", "profile")
+
+
 def to_markdown(res: dict) -> str:
     lines = []
     cls = [r for r in res["classifier"] if "skipped" not in r]
@@ -123,6 +128,19 @@ def to_markdown(res: dict) -> str:
             L = r["latency_ms"]
             lines.append(f"| {r['config']} | {r['precision']} | {r['batch']} | {L['p50']:.3f} | {L['p90']:.3f} | "
                          f"{L['p99']:.3f} | {r['throughput_per_s']:.0f} | {r['rss_mb']:.0f} |")
+    trt = [r for r in cls if r.get("stages_ms")]
+    if trt:  # what trtexec reports: host wall time, and H2D / GPU compute / D2H from CUDA events
+        lines += ["", "TensorRT, ms as min / median / p90 / p95 / p99 (CUDA events; host = wall time per batch):", "",
+                  "| config | batch | host | H2D | GPU compute | D2H | GPU total | engine |", "|---|---:|---|---|---|---|---|---|"]
+
+        def five(d: dict | None) -> str:
+            return " / ".join(f"{d[k]:.3f}" for k in ("min", "median", "p90", "p95", "p99")) if d and d.get("n") else "-"
+
+        for r in trt:
+            st, e = r["stages_ms"], r.get("engine") or {}
+            lines.append(f"| {r['config']} | {r['batch']} | {five(r['latency_ms'])} | "
+                         + " | ".join(five(st.get(k)) for k in TRT_STAGES)
+                         + f" | TensorRT {e.get('tensorrt_version')}, {e.get('gpu')} (sm {e.get('compute_capability')}) |")
     if res.get("compare") and cls:
         configs = list(dict.fromkeys(r["config"] for r in cls))
         batches = sorted({r["batch"] for r in cls})
