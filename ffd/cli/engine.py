@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from edge.runtime import engine_cache as ec  # pure Python: the builder's defaults, one place
+
 OnnxArg = Annotated[Path, typer.Argument(help="ONNX model (from `ffd export` / `ffd quantize`).")]
 
 
@@ -14,19 +16,17 @@ def register(app: typer.Typer) -> None:
     def build_engine(
         onnx: OnnxArg,
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Engine path (default: ONNX.engine).")] = None,
-        min_batch: Annotated[int, typer.Option("--min-batch", min=1, help="Smallest batch of the profile.")] = 1,
-        opt_batch: Annotated[int, typer.Option("--opt-batch", min=1, help="Batch TensorRT tunes kernels for.")] = 8,
-        max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch (bigger ones are split).")] = 32,
-        workspace_mb: Annotated[int, typer.Option("--workspace-mb", min=16, help="Builder workspace limit in MiB.")] = 256,
-        opt_level: Annotated[int, typer.Option("--opt-level", min=0, max=5, help="Builder optimisation level 0-5.")] = 3,
+        min_batch: Annotated[int, typer.Option("--min-batch", min=1, help="Smallest batch of the profile.")] = ec.DEFAULT_MIN_BATCH,
+        opt_batch: Annotated[int, typer.Option("--opt-batch", min=1, help="Batch TensorRT tunes kernels for.")] = ec.DEFAULT_OPT_BATCH,
+        max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch (bigger ones are split).")] = ec.DEFAULT_MAX_BATCH,
+        workspace_mb: Annotated[int, typer.Option("--workspace-mb", min=16, help="Builder workspace limit in MiB.")] = ec.DEFAULT_WORKSPACE_MB,
+        opt_level: Annotated[int, typer.Option("--opt-level", min=0, max=5, help="Builder optimisation level 0-5.")] = ec.DEFAULT_OPT_LEVEL,
         fp16: Annotated[bool, typer.Option("--fp16", help="FP16 build of a non-quantized model.")] = False,
         timing_cache: Annotated[Optional[Path], typer.Option("--timing-cache", help="Persisted timing cache file (shared, locked).")] = None,
         rebuild: Annotated[bool, typer.Option("--rebuild", help="Build even when a matching cached engine exists.")] = False,
         device: Annotated[int, typer.Option("--device", min=0, help="CUDA device index.")] = 0,
     ):
         """Build a TensorRT engine (strongly typed; Q/DQ carries INT8) plus its JSON sidecar; reuse it when cached."""
-        if not (min_batch <= opt_batch <= max_batch):
-            raise typer.BadParameter("need --min-batch <= --opt-batch <= --max-batch")
         from edge.runtime.trt import build_engine as build
 
         r = build(onnx, output, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
