@@ -28,7 +28,7 @@ app = typer.Typer(
 _STATE = {"debug": os.environ.get("FFD_DEBUG", "") not in ("", "0")}
 
 # modules that add commands; each defines register(app)
-_AREAS = ("faces", "train", "vit", "adapt", "deploy", "engine", "detect", "screen", "bench")  # pipeline order
+_AREAS = ("faces", "train", "vit", "adapt", "deploy", "engine", "detect", "screen", "bench", "env")  # pipeline order
 
 
 @app.callback()
