@@ -17,6 +17,7 @@ import importlib.util
 import logging
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,25 +127,26 @@ def open_runner(model_path: str | Path, backend: str = "auto", **kw) -> Runner:
         raise ModelError("model file not found", path=p, fix="check the path, or run `ffd export` first")
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    is_engine = p.suffix in ENGINE_SUFFIXES
     if backend == "auto":
-        reason = trt_unusable_reason() if p.suffix not in ENGINE_SUFFIXES else None
+        reason = None if is_engine else trt_unusable_reason()
         card = kw.get("card")
-        if reason is None and card is None and p.suffix not in ENGINE_SUFFIXES:
+        if card is None and reason is None and not is_engine:
             from ..onnx_model import read_card
 
             card = read_card(p)
-        chosen, why = auto_backend(p, reason, card)
-        log.info("backend for %s: %s (%s)", p.name, chosen, why)
-        if chosen == "trt" and p.suffix not in ENGINE_SUFFIXES:
+        backend, why = auto_backend(p, reason, card)
+        log.info("backend for %s: %s (%s)", p.name, backend, why)
+        if backend == "trt" and not is_engine:
             try:
                 return _open_trt(p, {k: v for k, v in kw.items() if k in TRT_KW})
             except FfdError as e:
-                log.warning("TensorRT not used for %s, running ONNX Runtime instead: %s", p, e)
-        backend = chosen if p.suffix in ENGINE_SUFFIXES else "ort"
-        kw = {k: v for k, v in kw.items() if (k in TRT_KW) == (backend == "trt")}
+                warnings.warn(f"TensorRT not used for {p.name}, running ONNX Runtime instead: {e}", stacklevel=2)
+                backend = "ort"
+        kw = {k: v for k, v in kw.items() if (k in TRT_KW) == (backend == "trt")}  # the chosen backend's options
     if backend == "trt":
         return _open_trt(p, kw)
-    if p.suffix in ENGINE_SUFFIXES:
+    if is_engine:
         raise BackendUnavailableError("ONNX Runtime cannot run a TensorRT engine", path=p,
                                       fix="use --backend trt on a machine with TensorRT, or pass the .onnx")
     from .ort import OrtRunner
