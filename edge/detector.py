@@ -88,11 +88,21 @@ class ForgeryDetector:
         return dets[: self.max_faces] if self.max_faces else dets
 
     def classify_crops(self, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
-        """uint8 BGR face crops (any size; resized per the spec) -> float32 (N,) P(fake)."""
+        """uint8 BGR face crops (any size; resized per the spec) -> float32 (N,) P(fake).
+
+        Chunks of ``batch_size`` are double-buffered: chunk i+1 is preprocessed while chunk i runs
+        (on TensorRT; ``infer_async`` of ONNX Runtime runs at once).
+        """
         if len(crops_bgr) == 0:
             return np.zeros((0,), np.float32)
-        return np.concatenate([self.runner.infer(preprocess(crops_bgr[i:i + self.batch_size], self.spec))
-                               for i in range(0, len(crops_bgr), self.batch_size)])
+        scores, pending = [], None
+        for i in range(0, len(crops_bgr), self.batch_size):
+            job = self.runner.infer_async(preprocess(crops_bgr[i:i + self.batch_size], self.spec))
+            if pending is not None:
+                scores.append(pending.result())
+            pending = job
+        scores.append(pending.result())
+        return np.concatenate(scores)
 
     # --- frames ----------------------------------------------------------------------------
     def process(self, frame_bgr: np.ndarray) -> list[FaceResult]:

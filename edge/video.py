@@ -234,45 +234,79 @@ class Pipeline:
                 return
 
     def _classify(self) -> None:
-        from .detector import FaceResult
+        """Batch the waiting frames' crops, normalise, infer; emit in frame order.
+
+        Double buffering: after batch n is submitted (``runner.infer_async``), if more frames are
+        already waiting, batch n+1 is gathered, normalised and submitted before n's scores are
+        collected, so that host work overlaps the GPU's (TensorRT; ONNX Runtime runs at submit).
+        With nothing waiting, n is collected at once: overlap never delays a result.
+        """
         from .spec import normalize
 
-        card, ms = self.fd.card, self.stats.stage_ms
-        done = False
-        while not done:
-            item = self._get(self._q_det)
-            if item is _END:
-                return
-            items = [item]
-            n_crops = len(item[2])
-            while n_crops < self.batch_size:  # batch whatever else is already waiting
+        pending = None  # the submitted batch whose scores are not collected yet
+        while True:
+            if pending is None:
+                item = self._get(self._q_det)
+            else:
                 try:
-                    nxt = self._q_det.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _END:
-                    done = True
-                    break
-                items.append(nxt)
-                n_crops += len(nxt[2])
+                    item = self._q_det.get_nowait()
+                except queue.Empty:  # nothing to overlap with: finish the pending batch now
+                    if not self._emit(*pending):
+                        return
+                    pending = None
+                    continue
+            if item is _END:
+                break
+            items, end = self._gather(item)
             crops = [c for it in items for c in it[2]]
             t0 = time.perf_counter()
             batch = normalize(np.stack(crops), self.fd.spec) if crops else None
             t1 = time.perf_counter()
-            scores = self.fd.runner.infer(batch) if crops else np.zeros(0, np.float32)
-            t2 = time.perf_counter()
-            k = 0
-            for fr, dets, cr, crop_ms in items:
-                s = scores[k:k + len(dets)]
-                k += len(dets)
-                ms["preprocess"].append(crop_ms + (t1 - t0) * 1e3 / len(items))
-                ms["infer"].append((t2 - t1) * 1e3 / len(items))
-                tracked = self.tracker.update(fr.index, [d.box for d in dets], s)
-                faces = [FaceResult(d.box, d.landmarks, d.score, float(sm), card.label(float(sm)), track_id=tid,
-                                    extra={"raw_score": float(raw)})
-                         for d, raw, (tid, sm) in zip(dets, s, tracked)]
-                if not self._put(self._q_out, (fr, faces)):
-                    return
+            job = self.fd.runner.infer_async(batch) if crops else None
+            submitted = (items, job, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3)
+            if pending is not None and not self._emit(*pending):  # batch n, while n+1 runs
+                return
+            pending = submitted
+            if end:
+                break
+        if pending is not None:
+            self._emit(*pending)
+
+    def _gather(self, first) -> tuple[list, bool]:
+        """``first`` and whatever else is already waiting, up to ``batch_size`` crops; True when the end came."""
+        items, n_crops = [first], len(first[2])
+        while n_crops < self.batch_size:
+            try:
+                nxt = self._q_det.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is _END:
+                return items, True
+            items.append(nxt)
+            n_crops += len(nxt[2])
+        return items, False
+
+    def _emit(self, items: list, job, norm_ms: float, submit_ms: float) -> bool:
+        """Collect a submitted batch's scores, track and smooth them, and pass each frame on."""
+        from .detector import FaceResult
+
+        t0 = time.perf_counter()
+        scores = job.result() if job is not None else np.zeros(0, np.float32)
+        infer_ms = submit_ms + (time.perf_counter() - t0) * 1e3  # time this stage spent on inference
+        card, ms = self.fd.card, self.stats.stage_ms
+        k = 0
+        for fr, dets, _, crop_ms in items:
+            s = scores[k:k + len(dets)]
+            k += len(dets)
+            ms["preprocess"].append(crop_ms + norm_ms / len(items))
+            ms["infer"].append(infer_ms / len(items))
+            tracked = self.tracker.update(fr.index, [d.box for d in dets], s)
+            faces = [FaceResult(d.box, d.landmarks, d.score, float(sm), card.label(float(sm)), track_id=tid,
+                                extra={"raw_score": float(raw)})
+                     for d, raw, (tid, sm) in zip(dets, s, tracked)]
+            if not self._put(self._q_out, (fr, faces)):
+                return False
+        return True
 
     # --- the consumer ----------------------------------------------------------------------
     def __iter__(self) -> Iterator[tuple[Frame, list]]:

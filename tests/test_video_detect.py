@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -139,3 +141,53 @@ def test_stats_windows_are_bounded_and_detector_size_is_a_constructor_argument(t
     assert st.limiting_stage() == "detect"
     with ForgeryDetector(tiny_onnx, detector_model=yunet_model, det_max_side=320) as fd:
         assert fd.detector.max_side == 320
+
+
+class ThreadedRunner:
+    """A real ONNX Runtime runner made asynchronous the way TensorRT's is: ``infer_async`` returns at once
+    and the batch runs on another thread (slowed, like a busy GPU, so frames queue up meanwhile)."""
+
+    def __init__(self, runner, delay_s: float = 0.02):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.runner, self.card, self.delay_s = runner, runner.card, delay_s
+        self.pool = ThreadPoolExecutor(1)
+        self.lock = threading.Lock()
+        self.in_flight = self.max_in_flight = 0
+
+    def _run(self, batch):
+        time.sleep(self.delay_s)
+        out = self.runner.infer(batch)
+        with self.lock:
+            self.in_flight -= 1
+        return out
+
+    def infer_async(self, batch):
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        return self.pool.submit(self._run, batch)  # a Future: .result() waits
+
+    def close(self):
+        self.pool.shutdown()
+        self.runner.close()
+
+
+def test_classify_stage_overlaps_batches_when_the_runner_is_asynchronous(face_clip, tiny_onnx):
+    """Double buffering in the pipeline: batch n+1 is submitted before batch n is collected, never more than
+    two are in flight, and every score and the frame order are those of the plain synchronous run."""
+    from edge.detector import ForgeryDetector
+    from edge.sources import open_source
+    from edge.video import Pipeline
+
+    def run(fd):
+        with open_source(str(face_clip)) as src:
+            return [(fr.index, [round(f.extra["raw_score"], 6) for f in faces])
+                    for fr, faces in Pipeline(src, fd, batch_size=2, queue_size=8)]
+
+    with ForgeryDetector(tiny_onnx) as fd:
+        reference = run(fd)
+        fd.runner = threaded = ThreadedRunner(fd.runner)
+        overlapped = run(fd)
+    assert overlapped == reference and [i for i, _ in reference] == list(range(24))
+    assert threaded.max_in_flight == 2  # n+1 was submitted while n ran, and never a third

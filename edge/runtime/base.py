@@ -45,6 +45,14 @@ class Runner(abc.ABC):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N,3,H,W) -> float32 (N,) probabilities of 'fake'."""
 
+    def infer_async(self, batch: np.ndarray) -> "Done":
+        """Start ``infer(batch)``; ``.result()`` gives the scores.
+
+        Backends that run on another device (TensorRT) return at once, so the caller can
+        preprocess the next batch while this one runs; the default runs it now.
+        """
+        return Done(self.infer(batch))
+
     def close(self) -> None:  # noqa: B027 - optional for backends that hold nothing
         pass
 
@@ -61,6 +69,16 @@ class Runner(abc.ABC):
             raise ConfigError(f"{self.name} runner expects a (N,3,{s},{s}) batch, got {tuple(batch.shape)}",
                               fix="preprocess crops with edge.spec.preprocess and the model's spec")
         return batch
+
+
+class Done:
+    """The result of a batch that already ran (what :meth:`Runner.infer_async` returns by default)."""
+
+    def __init__(self, scores: np.ndarray):
+        self._scores = scores
+
+    def result(self) -> np.ndarray:
+        return self._scores
 
 
 BACKENDS = ("auto", "ort", "trt")

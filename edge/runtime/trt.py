@@ -41,7 +41,7 @@ from ..errors import BackendUnavailableError, ConfigError, EngineMismatchError, 
 from ..errors import require
 from ..spec import ModelCard
 from . import cuda as cu
-from .base import CPU_ONLY_TARGET, Runner
+from .base import CPU_ONLY_TARGET, Done, Runner
 from .engine_cache import (BatchProfile, BuildOptions, EngineEnv, atomic_write, cache_key, check_engine_bytes,
                            check_sidecar, default_engine_path, describe_onnx, file_lock, fp16_onnx_bytes,
                            is_cache_hit, key_inputs, make_sidecar, mismatches, read_sidecar, sidecar_path,
@@ -411,14 +411,18 @@ class TrtRunner(Runner):
         self._runtime = None
 
     # --- any thread -------------------------------------------------------------------------
-    def infer_async(self, batch: np.ndarray) -> Pending:
-        """Enqueue one batch (at most ``max_batch``) and return at once; ``.result()`` gives the scores.
+    def infer_async(self, batch: np.ndarray) -> Pending | Done:
+        """Enqueue one batch and return at once; ``.result()`` gives the scores.
 
         Preprocess the next batch while this one runs, then call ``result()``: the two buffer
         sets overlap host work with GPU work. At most two batches are in flight; a third call
-        waits until a ``result()`` frees a set.
+        waits until a ``result()`` frees a set. A batch over ``max_batch`` runs now, split
+        (:meth:`infer`), and comes back already done.
         """
-        return self._submit(self.check_batch(batch))
+        batch = self.check_batch(batch)
+        if len(batch) > self.max_batch:
+            return Done(self.infer(batch))
+        return self._submit(batch)
 
     def _submit(self, batch: np.ndarray) -> Pending:
         """:meth:`infer_async` of a batch :meth:`check_batch` has already accepted (no second check per chunk)."""
