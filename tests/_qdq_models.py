@@ -4,7 +4,9 @@ Built once per test session (cached in a temp dir); modelopt runs on CPU (calibr
 """
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,7 +17,9 @@ SIZE = 32
 
 @functools.lru_cache(maxsize=None)
 def _dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="ffd-qdq-"))
+    d = Path(tempfile.mkdtemp(prefix="ffd-qdq-"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)  # one per test session, removed with it
+    return d
 
 
 def _card_json(name: str) -> str:
