@@ -2,7 +2,7 @@
 # The main job end to end on the sample faces in ../shared, on a fresh machine:
 # set up -> extract faces -> pseudo-fakes -> train the dual-branch teacher -> distil the student (two-in-one KD)
 # -> evaluate -> calibrate the threshold -> export ONNX -> calibration set -> INT8 (TensorRT Q/DQ + ONNX Runtime CPU)
-# -> TensorRT-readiness check -> detect on images -> screen a folder of generated videos (SQLite + HTML report).
+# -> TensorRT-readiness check (+ engine build and trtexec-style bench where TensorRT and a GPU are) -> detect on images -> screen a folder of generated videos (SQLite + HTML report).
 # Small settings so it finishes in about 8 minutes on 2 CPU cores (EPOCHS, MAX_PER_CLASS, RUN_DIR override them);
 # a real run trains longer on more data. A re-run resumes training and skips finished extraction/screening.
 set -euo pipefail
@@ -51,8 +51,14 @@ step "8/10 INT8: Model Optimizer Q/DQ (TensorRT) and ONNX Runtime U8S8 (CPU), wi
 ffd quantize "$R/student.onnx" --calib "$R/calib" --target both -o "$R/int8" \
     --eval "$SHARED/data/ciplab_real_fake_160/full_160" --eval-n 256
 
-step "9/10 TensorRT-readiness of the Q/DQ model (no GPU needed) and detection on images"
+step "9/10 TensorRT-readiness of the Q/DQ model (no GPU needed), the engine where a GPU is, detection on images"
 ffd check-onnx "$R"/int8/*trt*.onnx
+if why=$(.venv/bin/python -c "from edge.runtime.base import trt_unusable_reason as r; print(r() or '')") && [[ -z $why ]]; then
+  ffd build-engine "$R"/int8/*trt*.onnx --max-batch 32 --timing-cache "$R/int8/timing.cache"
+  ffd bench "$R"/int8/*trt*.engine --backend trt --batch-sizes 1,8,32 -o "$R/bench_trt"
+else
+  echo "TensorRT engine: skipped here ($why)"
+fi
 ffd detect "$SHARED/data/ciplab_real_fake_160/full_160/fake" -m "$R"/int8/*cpu*.onnx -o "$R/detect.jsonl"
 
 step "10/10 screen an archive of generated videos: SQLite (resumable) + HTML report"
