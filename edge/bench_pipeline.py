@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from .bench import current_rss_mb, peak_rss_mb, percentiles, time_calls
-from .errors import ConfigError, ModelError
+from .errors import BackendUnavailableError, ConfigError, ModelError
 from .onnx_model import read_card
 from .runtime.base import CPU_ONLY_TARGET
 
@@ -215,6 +215,7 @@ def run_bench(models: Sequence[str | os.PathLike], backends: Sequence[str] = ("o
     if not models:
         raise ConfigError("give at least one model (.onnx or .engine)")
     res: dict = {"env": _env(), "compare": compare, "classifier": [], "pipeline": [], "notes": []}
+    unavailable: list[BackendUnavailableError] = []
     for model, backend, t in product(map(Path, models), backends, threads):
         if backend == "trt" and model.suffix == ".onnx":
             card = read_card(model)
@@ -225,10 +226,17 @@ def run_bench(models: Sequence[str | os.PathLike], backends: Sequence[str] = ("o
         if backend != "trt" and model.suffix != ".onnx":
             res["notes"].append(f"{model.name}: {backend} runs ONNX files (skipped)")
             continue
-        res["classifier"] += bench_classifier(model, backend, batch_sizes, iters=iters, threads=t)
+        try:
+            res["classifier"] += bench_classifier(model, backend, batch_sizes, iters=iters, threads=t)
+        except BackendUnavailableError as e:  # e.g. no TensorRT here: keep the other configurations' figures
+            unavailable.append(e)
+            res["notes"].append(f"{model.name}/{backend}: skipped: {e}")
+            continue
         if video is not None:
             res["pipeline"].append(bench_e2e(video, model, backend, t, max_frames=max_frames,
                                              detector_model=detector_model))
+    if unavailable and not res["classifier"]:
+        raise unavailable[0]  # nothing could run: the error itself, not an empty report
     note = plot(res, out / "bench.png")
     if note:
         res["notes"].append(note)

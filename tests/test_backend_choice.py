@@ -76,3 +76,15 @@ def test_bench_trt_skips_the_cpu_flavour_with_a_note(tmp_path):
     res = run_bench([m], ["ort", "trt"], batch_sizes=(1,), out_dir=tmp_path / "b", iters=3)
     assert [r["backend"] for r in res["classifier"]] == ["ort"]
     assert any("does not build for TensorRT" in n for n in res["notes"])
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT and pycuda are installed here")
+def test_bench_keeps_ort_figures_when_trt_is_unavailable_and_errors_when_nothing_ran(tiny_onnx, tmp_path):
+    from edge.bench_pipeline import run_bench
+
+    res = run_bench([tiny_onnx], ["ort", "trt"], batch_sizes=(1, 4), out_dir=tmp_path / "b", iters=3)
+    assert [r["batch"] for r in res["classifier"]] == [1, 4] and {r["backend"] for r in res["classifier"]} == {"ort"}
+    assert any(n.startswith("tiny.onnx/trt: skipped") and "ffd-edge[gpu]" in n for n in res["notes"])
+    assert "tiny.onnx/trt: skipped" in (tmp_path / "b" / "bench.md").read_text()
+    with pytest.raises(MissingDependencyError):
+        run_bench([tiny_onnx], ["trt"], batch_sizes=(1,), out_dir=tmp_path / "c", iters=3)
