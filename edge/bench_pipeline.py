@@ -57,8 +57,9 @@ def _config_name(model: Path, backend: str, threads: int | None) -> str:
 
 
 def bench_classifier(model: str | os.PathLike, backend: str = "ort", batch_sizes: Sequence[int] = (1, 8, 32),
-                     iters: int = 50, warmup: int = 5, threads: int | None = None) -> list[dict]:
-    """One row per batch size: latency percentiles (ms), faces/s, RSS."""
+                     iters: int = 50, warmup: int = 5, threads: int | None = None,
+                     cuda_graph: bool = False) -> list[dict]:
+    """One row per batch size: latency percentiles (ms), faces/s, RSS (``cuda_graph``: TensorRT replays graphs)."""
     model = Path(model)
     prec = model_precision(model)
     base = {"config": _config_name(model, backend, threads), "model": str(model), "backend": backend,
@@ -68,7 +69,7 @@ def bench_classifier(model: str | os.PathLike, backend: str = "ort", batch_sizes
         from .runtime.trt import bench_engine, ensure_engine
 
         engine = ensure_engine(model) if model.suffix == ".onnx" else model  # built once, then cached
-        res = bench_engine(engine, batch_sizes=batch_sizes, iters=iters, warmup=warmup)
+        res = bench_engine(engine, batch_sizes=batch_sizes, iters=iters, warmup=warmup, cuda_graph=cuda_graph)
         for r in res["results"]:
             lat = r["latency_ms"]["host_wall"]
             stages = {k: r["latency_ms"][k] for k in TRT_STAGES if k in r["latency_ms"]}
@@ -205,8 +206,11 @@ def plot(res: dict, path: Path) -> str | None:
 def run_bench(models: Sequence[str | os.PathLike], backends: Sequence[str] = ("ort",),
               batch_sizes: Sequence[int] = (1, 8, 32), threads: Sequence[int | None] = (None,),
               video: str | os.PathLike | None = None, out_dir: str | os.PathLike = "bench_out", iters: int = 50,
-              max_frames: int = 300, compare: bool = False, detector_model=None) -> dict:
-    """Every (model, backend, threads) configuration; writes bench.json/.md/.png into ``out_dir``."""
+              max_frames: int = 300, compare: bool = False, detector_model=None, cuda_graph: bool = False) -> dict:
+    """Every (model, backend, threads) configuration; writes bench.json/.md/.png into ``out_dir``.
+
+    ``cuda_graph``: TensorRT configurations replay a captured CUDA graph per batch size (host wall
+    time only: events cannot sit inside a graph)."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -227,7 +231,8 @@ def run_bench(models: Sequence[str | os.PathLike], backends: Sequence[str] = ("o
             res["notes"].append(f"{model.name}: {backend} runs ONNX files (skipped)")
             continue
         try:
-            res["classifier"] += bench_classifier(model, backend, batch_sizes, iters=iters, threads=t)
+            res["classifier"] += bench_classifier(model, backend, batch_sizes, iters=iters, threads=t,
+                                                  cuda_graph=cuda_graph)
         except BackendUnavailableError as e:  # e.g. no TensorRT here: keep the other configurations' figures
             unavailable.append(e)
             res["notes"].append(f"{model.name}/{backend}: skipped: {e}")

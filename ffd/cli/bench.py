@@ -23,6 +23,8 @@ def register(app: typer.Typer) -> None:
         iters: Annotated[int, typer.Option("--iters", min=1, help="Timed calls per batch size.")] = 50,
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for bench.json/.md/.png.")] = Path("bench_out"),
         compare: Annotated[bool, typer.Option("--compare", help="Add a side-by-side table of all configs.")] = False,
+        cuda_graph: Annotated[bool, typer.Option(
+            "--cuda-graph", help="TensorRT: replay a captured CUDA graph per batch (host wall time only).")] = False,
         detector_model: DetectorModel = None,
     ):
         """Benchmark: latency percentiles, throughput and memory per config; pipeline fps and stage times."""
@@ -34,6 +36,6 @@ def register(app: typer.Typer) -> None:
         except ValueError as e:
             raise ConfigError(f"--batch-sizes must be integers like 1,8,32, got {batch_sizes!r}") from e
         res = run_bench(models, backend, sizes, threads or [None], video, out, iters=iters, max_frames=frames,
-                        compare=compare, detector_model=detector_model)
+                        compare=compare, detector_model=detector_model, cuda_graph=cuda_graph)
         typer.echo((Path(out) / "bench.md").read_text())
         typer.echo(f"-> {', '.join(res['files'])}", err=True)
