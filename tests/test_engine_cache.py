@@ -191,3 +191,23 @@ def test_open_engine_without_tensorrt_is_clear(tmp_path):
     with pytest.raises(ModelError, match="no sidecar"):
         (tmp_path / "bare.engine").write_bytes(b"x")
         open_runner(tmp_path / "bare.engine")
+
+
+def test_an_engine_built_from_the_same_onnx_here_is_reused_whatever_its_profile(tmp_path):
+    """What `open_runner(model.onnx)` decides before building: keep a hand-built engine (any profile) when it
+    was built from these ONNX bytes on this TensorRT and GPU; rebuild when the ONNX, TensorRT or GPU changed."""
+    import hashlib
+
+    from edge.runtime.engine_cache import serves_onnx
+
+    eng = tmp_path / "m.engine"
+    eng.write_bytes(b"engine-bytes")
+    inputs = _inputs(profile=BatchProfile(1, 4, 16), options=BuildOptions(workspace_mb=64, opt_level=5))
+    write_sidecar(eng, make_sidecar(inputs, ModelCard("m"), hashlib.sha256(b"engine-bytes").hexdigest(), None))
+    assert serves_onnx(eng, "ab" * 32, ORIN)
+    assert not serves_onnx(eng, "cd" * 32, ORIN)  # the ONNX was re-exported
+    assert not serves_onnx(eng, "ab" * 32, dataclasses.replace(ORIN, trt_version="10.4.0"))
+    assert not serves_onnx(eng, "ab" * 32, dataclasses.replace(ORIN, gpu_name="RTX 4090", compute_capability="8.9"))
+    eng.write_bytes(b"other-bytes")  # replaced behind the sidecar's back
+    assert not serves_onnx(eng, "ab" * 32, ORIN)
+    assert not serves_onnx(tmp_path / "none.engine", "ab" * 32, ORIN)

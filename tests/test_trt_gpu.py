@@ -152,3 +152,8 @@ def test_auto_backend_builds_once_and_runs_tensorrt(engine, tmp_path):
     with open_runner(onnx) as r:  # second open: a cache hit, not a rebuild
         assert r.name == "trt"
     assert onnx.with_suffix(".engine").stat().st_mtime_ns == stamp
+    from edge.runtime.trt import build_engine
+
+    build_engine(onnx, min_batch=1, opt_batch=2, max_batch=16, workspace_mb=64)  # built by hand, other profile
+    with open_runner(onnx) as r:  # kept, not rebuilt with the defaults
+        assert r.name == "trt" and r.max_batch == 16

@@ -293,6 +293,20 @@ def is_cache_hit(engine_path: str | Path, key: str) -> bool:
     return sc["key"] == key and sha256_file(p) == sc.get("engine_sha256")
 
 
+def serves_onnx(engine_path: str | Path, onnx_sha256: str, env: EngineEnv) -> bool:
+    """True when ``engine_path`` was built from these ONNX bytes on this TensorRT and GPU, with any
+    profile and options (what a user built by hand with ``ffd build-engine --max-batch 16`` stays in use)."""
+    p = Path(engine_path)
+    if not p.is_file() or not sidecar_path(p).is_file():
+        return False
+    try:
+        sc = read_sidecar(p)
+    except ModelError:
+        return False
+    return (sc["inputs"].get("onnx_sha256") == onnx_sha256 and not mismatches(sc, env)
+            and sha256_file(p) == sc.get("engine_sha256"))
+
+
 def default_engine_path(onnx_path: str | Path) -> Path:
     return Path(onnx_path).with_suffix(".engine")
 

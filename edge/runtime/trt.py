@@ -44,8 +44,8 @@ from . import cuda as cu
 from .base import CPU_ONLY_TARGET, Done, Runner
 from .engine_cache import (BatchProfile, BuildOptions, EngineEnv, atomic_write, cache_key, check_engine_bytes,
                            check_sidecar, default_engine_path, describe_onnx, file_lock, fp16_onnx_bytes,
-                           is_cache_hit, key_inputs, make_sidecar, mismatches, read_sidecar, sidecar_path,
-                           write_sidecar)
+                           is_cache_hit, key_inputs, make_sidecar, mismatches, read_sidecar, serves_onnx,
+                           sha256_file, sidecar_path, write_sidecar)
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +155,17 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, min_ba
     return BuildResult(out, sc, key, False, time.perf_counter() - t0, env)
 
 
-def ensure_engine(onnx_path: str | Path, *, device: int = 0, **build_kw) -> Path:
-    """The engine for ``onnx_path`` from the cache beside it, built first when missing or stale.
+def ensure_engine(onnx_path: str | Path, *, device: int = 0) -> Path:
+    """The engine beside ``onnx_path`` (``model.engine``), built first when missing or stale.
 
-    What ``open_runner(model.onnx, "trt" | "auto")`` runs: the first call on a machine builds
-    ``model.engine`` (+ sidecar) with the default profile and options, later calls reuse it.
+    What ``open_runner(model.onnx, "trt" | "auto")`` runs. An engine there that was built from
+    these ONNX bytes on this TensorRT and GPU is used whatever its profile and options (one built
+    by hand with ``ffd build-engine`` is kept); otherwise one is built with the defaults.
     """
-    return build_engine(onnx_path, device=device, **build_kw).engine_path
+    out = default_engine_path(onnx_path)
+    if serves_onnx(out, sha256_file(onnx_path), current_env(device)):
+        return out
+    return build_engine(onnx_path, out, device=device).engine_path
 
 
 def _describe_parser_error(err) -> str:
