@@ -281,30 +281,29 @@ def check_engine_bytes(engine_path: str | Path, sidecar: dict, data: bytes) -> N
                                   fix="rebuild with `ffd build-engine MODEL.onnx --rebuild`")
 
 
-def is_cache_hit(engine_path: str | Path, key: str) -> bool:
-    """True when ``engine_path`` exists and its sidecar was written for exactly ``key``."""
+def _intact_sidecar(engine_path: str | Path) -> dict | None:
+    """The sidecar of ``engine_path`` when both exist, the sidecar is valid and the engine bytes match it."""
     p = Path(engine_path)
     if not p.is_file() or not sidecar_path(p).is_file():
-        return False
+        return None
     try:
         sc = read_sidecar(p)
     except ModelError:
-        return False
-    return sc["key"] == key and sha256_file(p) == sc.get("engine_sha256")
+        return None
+    return sc if sha256_file(p) == sc.get("engine_sha256") else None
+
+
+def is_cache_hit(engine_path: str | Path, key: str) -> bool:
+    """True when ``engine_path`` exists and its sidecar was written for exactly ``key``."""
+    sc = _intact_sidecar(engine_path)
+    return sc is not None and sc["key"] == key
 
 
 def serves_onnx(engine_path: str | Path, onnx_sha256: str, env: EngineEnv) -> bool:
     """True when ``engine_path`` was built from these ONNX bytes on this TensorRT and GPU, with any
     profile and options (what a user built by hand with ``ffd build-engine --max-batch 16`` stays in use)."""
-    p = Path(engine_path)
-    if not p.is_file() or not sidecar_path(p).is_file():
-        return False
-    try:
-        sc = read_sidecar(p)
-    except ModelError:
-        return False
-    return (sc["inputs"].get("onnx_sha256") == onnx_sha256 and not mismatches(sc, env)
-            and sha256_file(p) == sc.get("engine_sha256"))
+    sc = _intact_sidecar(engine_path)
+    return sc is not None and sc["inputs"].get("onnx_sha256") == onnx_sha256 and not mismatches(sc, env)
 
 
 def default_engine_path(onnx_path: str | Path) -> Path:
