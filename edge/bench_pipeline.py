@@ -30,7 +30,7 @@ import numpy as np
 from .bench import current_rss_mb, peak_rss_mb, percentiles, time_calls
 from .errors import BackendUnavailableError, ConfigError, ModelError
 from .onnx_model import read_card
-from .runtime.base import CPU_ONLY_TARGET
+from .runtime.base import cpu_only
 
 
 def model_precision(path: str | os.PathLike) -> str:
@@ -222,8 +222,7 @@ def run_bench(models: Sequence[str | os.PathLike], backends: Sequence[str] = ("o
     unavailable: list[BackendUnavailableError] = []
     for model, backend, t in product(map(Path, models), backends, threads):
         if backend == "trt" and model.suffix == ".onnx":
-            card = read_card(model)
-            if card is not None and card.extra.get("int8_target") == CPU_ONLY_TARGET:
+            if cpu_only(read_card(model)):
                 res["notes"].append(f"{model.name}: ONNX Runtime's CPU INT8 does not build for TensorRT; "
                                     "bench the *.int8-trt.onnx with trt (skipped)")
                 continue

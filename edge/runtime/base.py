@@ -86,6 +86,11 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 TRT_KW = ("device", "rebuild", "cuda_graph", "graph_batch", "owner")  # TrtRunner's options; the rest are ORT's
 CPU_ONLY_TARGET = "onnxruntime-cpu"  # card.extra["int8_target"] of ORT's U8S8 INT8: TensorRT cannot build it
 
+def cpu_only(card: ModelCard | None) -> bool:
+    """True for ONNX Runtime's U8S8 INT8 flavour (asymmetric: TensorRT cannot build it)."""
+    return card is not None and card.extra.get("int8_target") == CPU_ONLY_TARGET
+
+
 _PROBE = ("import tensorrt, pycuda.driver as d; d.init(); n = d.Device.count(); "
           "print(n, tensorrt.__version__, d.Device(0).name() if n else '')")
 
@@ -126,7 +131,7 @@ def auto_backend(model_path: str | Path, trt_reason: str | None, card: ModelCard
         return "trt", "a TensorRT engine"
     if trt_reason is not None:
         return "ort", f"TensorRT backend unavailable: {trt_reason}"
-    if card is not None and card.extra.get("int8_target") == CPU_ONLY_TARGET:
+    if cpu_only(card):
         return "ort", "ONNX Runtime's CPU INT8 flavour; TensorRT builds the Q/DQ flavour (*.int8-trt.onnx)"
     return "trt", "TensorRT and a GPU are usable; the ONNX is built once into the engine cache"
 

@@ -41,7 +41,7 @@ from ..errors import BackendUnavailableError, ConfigError, EngineMismatchError, 
 from ..errors import require
 from ..spec import ModelCard
 from . import cuda as cu
-from .base import CPU_ONLY_TARGET, Done, Runner
+from .base import Done, Runner, cpu_only
 from .engine_cache import (BatchProfile, BuildOptions, EngineEnv, atomic_write, cache_key, check_engine_bytes,
                            check_sidecar, default_engine_path, describe_onnx, file_lock, fp16_onnx_bytes,
                            is_cache_hit, key_inputs, make_sidecar, mismatches, read_sidecar, serves_onnx,
@@ -128,7 +128,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, min_ba
         raise ModelError("the ONNX has no model card in its metadata (key 'ffd.card'), so the engine would not "
                          "know its preprocessing spec and threshold", path=onnx_path,
                          fix="export with `ffd export` (it writes the card), or check with `ffd check-onnx`")
-    if card.extra.get("int8_target") == CPU_ONLY_TARGET:
+    if cpu_only(card):
         raise ConfigError(f"this ONNX is ONNX Runtime's CPU INT8 ({card.extra.get('int8_flavour', 'u8s8')}); TensorRT "
                           "takes symmetric INT8 Q/DQ only", path=onnx_path,
                           fix="build the Model Optimizer flavour instead (`ffd quantize` writes *.int8-trt.onnx), "
