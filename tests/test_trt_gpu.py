@@ -76,6 +76,10 @@ def test_double_buffering_and_worker_threads(engine):
             for _ in range(5):
                 out[i] = r.infer(_batch(3, seed=i))
 
+        held = r.infer_async(_batch(3, seed=0))  # a caller's pending batch holds one buffer set ...
+        big = r.infer_async(_batch(20, seed=5)).result()  # ... while a batch over max (8) is split on the other
+        np.testing.assert_allclose(held.result(), ref[0], atol=1e-6)
+        np.testing.assert_allclose(big, r.infer(_batch(20, seed=5)), atol=1e-6)
         errors = run_threads(worker, 6)
         assert not errors
         for i in range(6):

@@ -456,8 +456,8 @@ class TrtRunner(Runner):
         pending: list[Pending] = []
         scores: list[np.ndarray] = []
         for i in range(0, len(batch), step):  # split batches larger than the profile allows
-            if len(pending) == 2:
-                scores.append(pending.pop(0).result())
+            if pending and self._free.empty():  # never wait for a set while holding one: a caller's own
+                scores.append(pending.pop(0).result())  # pending batch (double buffering) may hold the other
             pending.append(self._submit(batch[i:i + step]))  # rows of a checked batch: checked already
         scores.extend(p.result() for p in pending)
         return np.concatenate(scores).astype(np.float32, copy=False)
