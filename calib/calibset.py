@@ -50,9 +50,9 @@ def read_card(model: str | os.PathLike) -> ModelCard:
     if not p.is_file():
         raise ModelError("model file not found", path=p, fix="pass an .onnx from `ffd export` or a checkpoint")
     if p.suffix == ".onnx":
-        from edge.onnx_model import card_from_props, load_onnx, metadata
+        from edge.onnx_model import read_card as onnx_card
 
-        return card_from_props(metadata(load_onnx(p, fix="re-run `ffd export`")), p)
+        return onnx_card(p, required=True)
     from train.checkpoint import read_checkpoint
 
     return read_checkpoint(p)["card"]

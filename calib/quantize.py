@@ -233,15 +233,18 @@ def quantize_onnx(onnx_path: str | os.PathLike, calib_dir: str | os.PathLike, ou
                   eval_n: int = 256, detector_model=None,
                   verbose: bool = True) -> dict:
     """FP32 ONNX (from ``ffd export``) + calibration dir -> INT8 artefact(s) and a report dict (also JSON on disk)."""
-    from .calibset import load_calibset, read_card
+    from edge.onnx_model import card_from_props, load_onnx, metadata
+
+    from .calibset import load_calibset
 
     if target not in TARGETS:
         raise ConfigError(f"--target must be one of {TARGETS}, got {target!r}")
     if high_precision not in ("fp16", "fp32"):
         raise ConfigError(f"--high-precision must be fp16 or fp32, got {high_precision!r}")
     src = Path(onnx_path)
-    card = read_card(src)
-    if is_quantized(src):
+    model = load_onnx(src, fix="quantize the FP32 ONNX from `ffd export`")  # read once: card and graph
+    card = card_from_props(metadata(model), src)
+    if is_quantized(model):
         raise ModelError("the model is already quantized", path=src, fix="quantize the FP32 ONNX from `ffd export`")
     if not calib_dir:
         raise CalibrationError("no calibration set given (random calibration is never used)",
