@@ -59,7 +59,7 @@ def collect_env() -> dict:
     import onnxruntime as ort
 
     from .faces.detector import find_yunet_model
-    from .runtime.base import trt_unusable_reason
+    from .runtime.base import auto_backend, trt_unusable_reason
 
     trt_reason = trt_unusable_reason()
     try:
@@ -77,7 +77,7 @@ def collect_env() -> dict:
         "onnxruntime_providers": ort.get_available_providers(),
         "opencv": _opencv(),
         "tensorrt_backend": "usable" if trt_reason is None else f"unavailable: {trt_reason}",
-        "auto_backend_for_onnx": "trt (engine built once beside the ONNX)" if trt_reason is None else "ort",
+        "auto_backend_for_onnx": auto_backend("model.onnx", trt_reason)[0],  # the rule itself, not a copy
         "yunet_model": yunet,
     }
 

@@ -86,6 +86,7 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 TRT_KW = ("device", "rebuild", "cuda_graph", "graph_batch", "owner")  # TrtRunner's options; the rest are ORT's
 CPU_ONLY_TARGET = "onnxruntime-cpu"  # card.extra["int8_target"] of ORT's U8S8 INT8: TensorRT cannot build it
 
+
 def cpu_only(card: ModelCard | None) -> bool:
     """True for ONNX Runtime's U8S8 INT8 flavour (asymmetric: TensorRT cannot build it)."""
     return card is not None and card.extra.get("int8_target") == CPU_ONLY_TARGET
