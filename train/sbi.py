@@ -4,13 +4,31 @@ Re-implemented from the paper -- Shiohara & Yamasaki, "Detecting Deepfakes with 
 Images", CVPR 2022 -- not from its (non-commercial) code. One real crop is both *source* and
 *target*. The source gets a colour perturbation (RGB shift, hue/saturation, brightness/contrast)
 and a frequency perturbation (downscale-upscale or sharpen), then a small warp (random scale
-per axis and translation). The mask starts as the convex hull of the face landmarks (a hull of
-the face outline for 189-point WebMorph sets, all points otherwise), or an ellipse fitted to the
+per axis and translation). The mask starts from the face landmarks, or an ellipse fitted to the
 5 detector points, or a centred ellipse when there are no landmarks; it is randomly grown or
 shrunk, elastically deformed, Gaussian-blurred and scaled by a blend ratio drawn from
 {0.25, 0.5, 0.75, 1, 1, 1}. The output is ``mask * source' + (1 - mask) * target``: blending
 boundaries and colour/frequency mismatches of a face swap, without any identity change, which
 forces a detector to learn generic artefacts (the paper's point).
+
+**Mask variants** (the paper blends inside a landmark hull and, after Face X-ray, varies the
+region that is swapped; written here from that idea). For dense landmarks in a known layout --
+66 points of the OpenSeeFace decoder (:mod:`edge.faces.landmarks`), iBUG-68, or the 189-point
+WebMorph template of ``london_faces`` -- :func:`self_blend` draws one variant per sample from
+``SBIConfig.mask_variants`` with ``mask_variant_p``:
+
+* ``full``: hull of the face from the brows to the chin (66/68: all points; 189: jaw and the
+  brow, eye, nose and mouth points);
+* ``extended``: ``full`` reaching up into the forehead (66/68: the brow points pushed away from
+  the chin by ``SBIConfig.extend`` x the chin-to-brow height; 189: the jaw and the annotated
+  hairline, the outline this module used before variants existed);
+* ``inner``: hull of brows, eyes, nose and mouth (no jaw, no cheeks);
+* ``lower``: jaw and nose, below the eyes (66/68: jaw points 1-15 and nose 28-35);
+* ``components``: the union of separate hulls of each eye with its brow, the nose and the mouth
+  (each grown or shrunk about its own centroid).
+
+Other point sets get the hull of all their points. ``blend_mask(..., variant=None)`` builds the
+``full`` mask; :func:`mask_polygons` gives the polygons of any variant (the tests use them).
 
 Mask values below 1/255 are set to zero before blending, so every pixel where the returned
 mask is 0 equals the input crop exactly.
@@ -26,12 +44,34 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import DatasetError
+from edge.errors import ConfigError, DatasetError
+from edge.faces import landmarks as lm66
 
-# WebMorph/FRL 189-point template (london_faces): jaw 125..133 and hairline 134..144 outline the
-# face between the ears (ear points 109..124, 185..188 and the outer hair 145..157 are left out).
+# WebMorph/FRL 189-point template (london_faces), groups read from the .tem line definitions:
+# jaw 125..133 and hairline 134..144 outline the face between the ears (ear points 109..124,
+# 185..188, the outer hair 145..157 and the neck 183..184 are left out).
 WEBMORPH189_OUTLINE = tuple(range(125, 134)) + tuple(range(144, 133, -1))
+WEBMORPH189_JAW = tuple(range(125, 134))
+WEBMORPH189_EYE_BROW = (  # per side: eye lids, upper crease, brow (image-left, image-right)
+    tuple(range(18, 23)) + (28, 29, 30) + tuple(range(34, 39)) + tuple(range(71, 77)) + (83, 84),
+    tuple(range(23, 28)) + (31, 32, 33) + tuple(range(39, 44)) + tuple(range(77, 83)) + (85, 86))
+WEBMORPH189_NOSE = tuple(range(50, 71)) + (179, 180, 181, 182)
+WEBMORPH189_MOUTH = tuple(range(87, 109))
+# lower face: jaw, cheeks and the nose below the eyes (bridge tops 50, 51, 56, 57 left out)
+WEBMORPH189_LOWER = (WEBMORPH189_JAW + tuple(range(158, 170))
+                     + tuple(i for i in WEBMORPH189_NOSE if i not in (50, 51, 56, 57)))
+WEBMORPH189_INNER = WEBMORPH189_EYE_BROW[0] + WEBMORPH189_EYE_BROW[1] + WEBMORPH189_NOSE + WEBMORPH189_MOUTH
+
+MASK_VARIANTS = ("full", "extended", "inner", "lower", "components")
 _MIN_MASK = 1.0 / 255.0
+
+
+def _ibug_groups(n: int) -> dict:
+    """Index groups of the 66-point (OpenSeeFace) and 68-point (iBUG) layouts; they differ in the mouth."""
+    mouth = lm66.MOUTH if n == 66 else tuple(range(48, 68))
+    return {"jaw": lm66.JAW, "brows": lm66.BROWS, "nose": lm66.NOSE, "mouth": mouth,
+            "eye_brow": (lm66.EYE_LEFT_IMAGE + lm66.BROW_LEFT_IMAGE, lm66.EYE_RIGHT_IMAGE + lm66.BROW_RIGHT_IMAGE),
+            "lower": lm66.JAW[1:16] + lm66.NOSE[1:]}
 
 
 @dataclass(frozen=True)
@@ -55,6 +95,22 @@ class SBIConfig:
     elastic_sigma: float = 0.08  # smoothness of the displacement field (fraction of the side)
     blur: tuple[float, float] = (0.01, 0.05)  # Gaussian blur sigma range of the mask (fraction of the side)
     ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)  # blend ratio choices
+    # mask variants drawn per sample for dense landmarks of a known layout (66, 68 or 189 points)
+    mask_variants: tuple[str, ...] = MASK_VARIANTS
+    mask_variant_p: tuple[float, ...] | None = (0.4, 0.2, 0.15, 0.1, 0.15)  # weights per variant; None: uniform
+    extend: tuple[float, float] = (0.1, 0.3)  # "extended": brows pushed up by this x chin-to-brow height
+
+    def __post_init__(self):
+        unknown = [v for v in self.mask_variants if v not in MASK_VARIANTS]
+        if not self.mask_variants or unknown:
+            raise ConfigError(f"mask_variants must be a non-empty subset of {MASK_VARIANTS}, got {self.mask_variants}")
+        if self.mask_variant_p is None:
+            return
+        p = np.asarray(self.mask_variant_p, np.float64)
+        if p.shape != (len(self.mask_variants),) or (p < 0).any() or p.sum() <= 0:
+            raise ConfigError(f"mask_variant_p needs one non-negative weight per mask variant "
+                              f"({len(self.mask_variants)}), not all zero; got {self.mask_variant_p}",
+                              fix="give one weight per variant, or mask_variant_p=None for equal odds")
 
 
 # --- masks --------------------------------------------------------------------------------
@@ -62,12 +118,16 @@ def _outline(dense: np.ndarray) -> np.ndarray:
     return dense[list(WEBMORPH189_OUTLINE)] if len(dense) == 189 else dense
 
 
-def _hull_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _hull_mask(polygons, shape: tuple[int, int]) -> np.ndarray:
+    """Union of the filled convex hulls of ``polygons`` (one (K, 2) array, or a list of them)."""
     import cv2
 
+    if isinstance(polygons, np.ndarray):
+        polygons = [polygons]
     m = np.zeros(shape, np.uint8)
-    hull = cv2.convexHull(np.round(points).astype(np.int32).reshape(-1, 1, 2))
-    cv2.fillConvexPoly(m, hull, 1)
+    for points in polygons:
+        hull = cv2.convexHull(np.round(points).astype(np.int32).reshape(-1, 1, 2))
+        cv2.fillConvexPoly(m, hull, 1)
     return m.astype(np.float32)
 
 
@@ -116,15 +176,68 @@ def _elastic(mask: np.ndarray, rng: np.random.Generator, cfg: SBIConfig) -> np.n
     return cv2.remap(mask, gx + dx * k, gy + dy * k, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+def has_layout(dense_landmarks) -> bool:
+    """Dense landmarks in a layout with named parts (66 OpenSeeFace, 68 iBUG, 189 WebMorph points)?"""
+    return dense_landmarks is not None and len(dense_landmarks) in (66, 68, 189)
+
+
+def pick_variant(rng: np.random.Generator, cfg: SBIConfig = SBIConfig()) -> str:
+    """One of ``cfg.mask_variants``, drawn with ``cfg.mask_variant_p``."""
+    n = len(cfg.mask_variants)
+    p = np.full(n, 1.0 / n) if cfg.mask_variant_p is None else np.asarray(cfg.mask_variant_p, np.float64)
+    return cfg.mask_variants[int(rng.choice(n, p=p / p.sum()))]
+
+
+def mask_polygons(dense_landmarks, variant: str = "full", extend: float = 0.25) -> list[np.ndarray]:
+    """The polygons whose filled hulls (their union) make ``variant``'s mask, before any deformation.
+
+    ``dense_landmarks``: (K, 2) points in a known layout (:func:`has_layout`), else the hull of
+    all points whatever the variant. ``extend``: for ``extended`` on 66/68 points, how far the brows
+    are moved away from the chin, as a fraction of the chin-to-brow distance.
+    """
+    if variant not in MASK_VARIANTS:
+        raise ConfigError(f"unknown mask variant {variant!r}; expected one of {MASK_VARIANTS}")
+    d = np.asarray(dense_landmarks, np.float64)
+    if not has_layout(d):
+        return [d]
+    if len(d) == 189:
+        parts = {"full": [WEBMORPH189_JAW + WEBMORPH189_INNER], "extended": [WEBMORPH189_OUTLINE],
+                 "inner": [WEBMORPH189_INNER], "lower": [WEBMORPH189_LOWER],
+                 "components": [*WEBMORPH189_EYE_BROW, WEBMORPH189_NOSE, WEBMORPH189_MOUTH]}[variant]
+        return [d[list(ix)] for ix in parts]
+    g = _ibug_groups(len(d))
+    if variant == "full":
+        return [d]
+    if variant == "extended":
+        brows = list(g["brows"])
+        up = d[brows].mean(0) - d[lm66.CHIN]  # chin -> brow line, follows head roll
+        return [np.concatenate([d, d[brows] + extend * up])]
+    if variant == "inner":
+        return [d[list(g["brows"] + g["eye_brow"][0] + g["eye_brow"][1] + g["nose"] + g["mouth"])]]
+    if variant == "lower":
+        return [d[list(g["lower"])]]
+    return [d[list(ix)] for ix in (*g["eye_brow"], g["nose"], g["mouth"])]
+
+
 def blend_mask(shape: tuple[int, int], rng: np.random.Generator, cfg: SBIConfig = SBIConfig(),
-               landmarks=None, dense_landmarks=None) -> np.ndarray:
-    """The deformed, blurred mask in [0, 1] *before* the blend ratio (float32 HxW)."""
+               landmarks=None, dense_landmarks=None, variant: str | None = None) -> np.ndarray:
+    """The deformed, blurred mask in [0, 1] *before* the blend ratio (float32 HxW).
+
+    ``variant`` (one of :data:`MASK_VARIANTS`; None: ``full``) applies to dense landmarks of a
+    known layout; :func:`self_blend` draws it per sample. Without dense landmarks the 5-point or
+    centred ellipse is used.
+    """
     import cv2
 
-    pts = face_points(shape, landmarks, dense_landmarks)
-    c = pts.mean(0)
-    pts = c + (pts - c) * rng.uniform(*cfg.hull_scale)
-    mask = _elastic(_hull_mask(pts, shape), rng, cfg)
+    if has_layout(dense_landmarks):
+        variant = variant or "full"
+        extend = rng.uniform(*cfg.extend) if variant == "extended" and len(dense_landmarks) != 189 else 0.0
+        polys = mask_polygons(dense_landmarks, variant, extend)
+    else:
+        polys = [face_points(shape, landmarks, dense_landmarks)]
+    k = rng.uniform(*cfg.hull_scale)
+    polys = [p.mean(0) + (p - p.mean(0)) * k for p in polys]  # each part about its own centroid
+    mask = _elastic(_hull_mask(polys, shape), rng, cfg)
     sigma = rng.uniform(*cfg.blur) * max(shape)
     mask = cv2.GaussianBlur(mask, (0, 0), max(sigma, 0.5))
     peak = float(mask.max())
@@ -189,7 +302,8 @@ def self_blend(crop_bgr: np.ndarray, landmarks=None, dense_landmarks=None, *, rn
     if rng.random() < cfg.freq_p:
         src = _frequency(src, rng, cfg)
     src = _warp(src, rng, cfg)
-    mask = blend_mask(tgt.shape[:2], rng, cfg, landmarks, dense_landmarks)
+    variant = pick_variant(rng, cfg) if has_layout(dense_landmarks) else None
+    mask = blend_mask(tgt.shape[:2], rng, cfg, landmarks, dense_landmarks, variant)
     mask *= np.float32(rng.choice(cfg.ratios))
     mask[mask < _MIN_MASK] = 0.0
     t = tgt.astype(np.float32)

@@ -16,6 +16,12 @@ Labels come from ``label=`` or from the path: a folder named ``real``/``fake``
 ``YouTube-real`` and ``Celeb-synthesis``. ``group`` is the video or image stem, so splits can
 keep the frames of one video together. Images with a ``<stem>_landmarks.csv`` beside them
 (``idx,x,y`` in image pixels, as ``london_faces`` ships) get those points mapped into the crop.
+With ``landmark_model`` (the OpenSeeFace ONNX file, :mod:`edge.faces.landmarks`) every other face
+gets its 66 decoded points, in crop pixels, in the same ``dense_landmarks`` column (annotated
+points beside an image win: they are better). ``out/landmarks.json`` records the source of the
+dense landmarks -- ``{"model": file name, "sha256": ..., "points": 66}``, or ``{"model": null,
+"reason": ...}`` when none was given or it could not be loaded (a one-line warning, the run goes
+on; SBI masks then fall back to the ellipse) -- so training can put it in the model card.
 
 Decoding and detection of one source file happen in :func:`_extract_source`, run in worker
 processes each holding its own :class:`~edge.faces.FaceDetector` (``workers=0``: in-process).
@@ -28,6 +34,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -41,12 +48,17 @@ from ..media import VideoReader, is_image, is_video, read_image
 from ..spec import PreprocessSpec
 from .crop import crop_face, transform_points
 from .detector import FaceDetector
+from .landmarks import LandmarkModel, LandmarkWarning
 
 MANIFEST = "manifest.csv"
 SPEC_FILE = "spec.json"
+LANDMARKS_FILE = "landmarks.json"
 CROPS = "crops"
 MANIFEST_COLUMNS = ("path", "label", "method", "group", "source", "frame", "time_s", "face_index", "box",
-                    "landmarks", "dense_landmarks", "det_score", "error")
+                    "landmarks", "dense_landmarks", "det_score", "error", "split")
+_OLD_COLUMNS = MANIFEST_COLUMNS[:-1]  # manifests written before the split column still resume
+LABELS_CSV = "labels.csv"
+_CSV_LABELS = {"real": "real", "0": "real", "fake": "fake", "1": "fake"}
 NO_FACE = "no face detected"
 POLICIES = ("largest", "all")
 DEFAULT_FRAMES = 32  # frames per video, as DeepfakeBench samples
@@ -142,8 +154,8 @@ _STATE: dict = {}
 
 
 def _init_worker(spec_json: str, model_path: str | None, out: str, policy: str, n_frames: int | None,
-                 every: int | None) -> None:
-    """Worker-process initializer: one OpenCV thread, no FFmpeg chatter, its own detector."""
+                 every: int | None, landmark_path: str | None = None, landmark_refine: bool = False) -> None:
+    """Worker-process initializer: one OpenCV thread, no FFmpeg chatter, its own detector (and landmark model)."""
     import cv2
 
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
@@ -151,7 +163,8 @@ def _init_worker(spec_json: str, model_path: str | None, out: str, policy: str, 
     cv2.setNumThreads(1)
     spec = PreprocessSpec.from_json(spec_json)
     _STATE.update(spec=spec, detector=FaceDetector.from_spec(spec, model_path), out=Path(out), policy=policy,
-                  n_frames=n_frames, every=every)
+                  n_frames=n_frames, every=every,
+                  landmarks=LandmarkModel(landmark_path, threads=1, refine=landmark_refine) if landmark_path else None)
 
 
 def _face_rows(image: np.ndarray, stem: str, base: dict, dense: np.ndarray | None = None,
@@ -177,20 +190,61 @@ def _face_rows(image: np.ndarray, stem: str, base: dict, dense: np.ndarray | Non
         (out / rel).write_bytes(png.tobytes())
         x, y, w, h = det.box
         mine = centre is not None and x <= centre[0] <= x + w and y <= centre[1] <= y + h
+        points = dense if mine else None  # annotated points beside the image win over decoded ones
+        if points is None and _STATE.get("landmarks") is not None:
+            points = _STATE["landmarks"](image, det.box).points
         rows.append({**base, **where, "path": rel, "face_index": i, "box": _json(det.box),
                      "landmarks": "" if det.landmarks is None else _json(transform_points(det.landmarks, m)),
-                     "dense_landmarks": _json(transform_points(dense, m)) if mine else "",
+                     "dense_landmarks": "" if points is None else _json(transform_points(points, m)),
                      "det_score": round(float(det.score), 4), "error": ""})
     return rows
 
 
-def _extract_source(task: tuple[str, str, str, str, str]) -> list[dict]:
+def default_group(path: Path, src: Path) -> str:
+    """The split unit of a file without a listed group: a video or named image is its own
+    (its stem); numbered frames (``vid7/0001.png``) belong to their folder, so the frames of one
+    video never straddle train and test."""
+    if path.stem.isdigit() and path.parent != src:
+        try:
+            return path.parent.relative_to(src).as_posix()
+        except ValueError:
+            return path.parent.name
+    return path.stem
+
+
+def source_labels(src: Path) -> dict[str, dict[str, str]]:
+    """Per-file label, group, method and official split from ``src/labels.csv`` (a CSV manifest
+    ``path,label[,group|person,method,split]`` beside the media, as DeepfakeTIMIT ships it), keyed
+    by absolute path; empty when there is none. Person groups and official splits then reach the
+    crops' manifest, so training splits by person, not by frame."""
+    f = src / LABELS_CSV
+    if not (src.is_dir() and f.is_file()):
+        return {}
+    with open(f, newline="", encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is not part of the header
+        rows = [{(k or "").strip(): v for k, v in row.items()} for row in csv.DictReader(fh)]
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        return {}
+    out = {}
+    for i, row in enumerate(rows, start=2):
+        lab = _CSV_LABELS.get((row.get("label") or "").strip().lower())
+        if lab is None:
+            raise InputError(f"line {i}: unknown label {row.get('label')!r}", path=f, fix="labels are real/fake or 0/1")
+        split = (row.get("split") or "").strip().lower()
+        if split not in ("", "train", "val", "test"):
+            raise InputError(f"line {i}: unknown split {split!r}", path=f, fix="use train, val or test")
+        group = next(((row.get(k) or "").strip() for k in ("group", "person", "identity") if (row.get(k) or "").strip()), "")
+        out[str((src / row["path"].strip()).absolute())] = {"label": lab, "group": group, "split": split,
+                                                             "method": (row.get("method") or "").strip()}
+    return out
+
+
+def _extract_source(task: tuple[str, ...]) -> list[dict]:
     """Decode one file, detect and crop its faces: manifest rows (an error row if it fails)."""
     import cv2
 
-    source, key, label, method, group = task
+    source, key, label, method, group, split = task
     path = Path(source)
-    base = {"label": label, "method": method, "group": group, "source": source}
+    base = {"label": label, "method": method, "group": group, "source": source, "split": split}
     rows: list[dict] = []
     try:
         if is_video(path):
@@ -226,7 +280,7 @@ def _prepare_out(out: Path, spec: PreprocessSpec, overwrite: bool) -> set[str]:
     """Check/refresh ``out``; return the sources its manifest already holds."""
     spec_file, manifest = out / SPEC_FILE, out / MANIFEST
     if overwrite:
-        for p in (spec_file, manifest):
+        for p in (spec_file, manifest, out / LANDMARKS_FILE):
             p.unlink(missing_ok=True)
         shutil.rmtree(out / CROPS, ignore_errors=True)
     if spec_file.is_file():
@@ -248,21 +302,60 @@ def _prepare_out(out: Path, spec: PreprocessSpec, overwrite: bool) -> set[str]:
         return set()
     with manifest.open(newline="") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
+        if tuple(reader.fieldnames or ()) not in (MANIFEST_COLUMNS, _OLD_COLUMNS):
             raise ConfigError(f"{MANIFEST} has other columns than {list(MANIFEST_COLUMNS)}", path=manifest,
                               fix="choose a new OUT folder or pass --overwrite")
         return {row["source"] for row in reader}
 
 
+def _open_landmarks(landmark_model) -> tuple[LandmarkModel | None, dict]:
+    """(model or None, its landmarks.json record); a model that cannot be loaded warns and records why."""
+    if landmark_model is None:
+        return None, {"model": None, "reason": "no landmark model given"}
+    try:
+        lmk = landmark_model if isinstance(landmark_model, LandmarkModel) else LandmarkModel(landmark_model)
+    except FfdError as e:
+        where = f" ({e.path})" if e.path and e.path not in e.message else ""
+        warnings.warn(f"no landmark model: {e.message}{where}; SBI masks fall back to the ellipse "
+                      "for faces without a landmark file", LandmarkWarning, stacklevel=3)
+        return None, {"model": None, "reason": f"{e.message}{where}"}
+    return lmk, lmk.describe()
+
+
+def _record_landmarks(out: Path, record: dict, resumed: bool) -> None:
+    """Write ``landmarks.json``; resuming an OUT made with another landmark source keeps the old record
+    under ``previous`` (and warns)."""
+    path = out / LANDMARKS_FILE
+    old = None
+    if resumed and path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = None
+    if isinstance(old, dict):
+        previous = old.pop("previous", [])
+        if old != record:
+            warnings.warn(f"OUT was partly extracted with another landmark source ({old.get('model')}); "
+                          f"{LANDMARKS_FILE} records both", LandmarkWarning, stacklevel=3)
+            record = {**record, "previous": previous + [old]}
+        elif previous:
+            record = {**record, "previous": previous}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
 def extract_faces(src: str | os.PathLike, out: str | os.PathLike, *, spec: PreprocessSpec = PreprocessSpec(),
                   detector_model: str | os.PathLike | None = None, label: str | None = None,
                   n_frames: int | None = DEFAULT_FRAMES, every: int | None = None, policy: str = "largest",
-                  workers: int | None = None, progress: bool = True, overwrite: bool = False) -> ExtractSummary:
+                  workers: int | None = None, progress: bool = True, overwrite: bool = False,
+                  landmark_model: str | os.PathLike | LandmarkModel | None = None) -> ExtractSummary:
     """Extract face crops from an image, a video or a folder into ``out`` (crops, manifest, spec).
 
     ``every`` (every k-th frame) replaces ``n_frames`` (N uniform frames per video);
     ``policy``: "largest" face per image/frame, or "all" faces (crop names get ``_<index>``);
-    ``workers``: decoding/detection processes (default ``min(4, cpus)``; 0 runs in-process).
+    ``workers``: decoding/detection processes (default ``min(4, cpus)``; 0 runs in-process);
+    ``landmark_model``: the OpenSeeFace landmark ONNX (a path or a :class:`LandmarkModel`) for 66
+    dense points per face; one that cannot be loaded warns (:class:`LandmarkWarning`) and the run
+    goes on without; ``out/landmarks.json`` records which.
     """
     from tqdm import tqdm
 
@@ -281,24 +374,33 @@ def extract_faces(src: str | os.PathLike, out: str | os.PathLike, *, spec: Prepr
     files, ignored = find_media(src, exclude=out)
     detector = FaceDetector.from_spec(spec, detector_model)  # fails here, once, if the model is missing
     done = _prepare_out(out, spec, overwrite)
+    lmk, lm_record = _open_landmarks(landmark_model)
+    _record_landmarks(out, lm_record, resumed=bool(done))
 
+    listed = source_labels(src)
     tasks = []
     for f, key in zip(files, _crop_keys(files, src)):
         source = str(f.absolute())
         if source in done:
             continue
-        lab, method = (label, "") if label else infer_label(f)
-        tasks.append((source, key, lab, method, f.stem))
+        row = listed.get(source, {})
+        lab, method = (label, "") if label else (row["label"], row["method"]) if row else infer_label(f)
+        tasks.append((source, key, lab, method, row.get("group") or default_group(f, src), row.get("split", "")))
     summary = ExtractSummary(out=out, skipped=len(files) - len(tasks), ignored=ignored)
     init = (spec.to_json(), str(detector.model_path) if spec.detector == "yunet" else None, str(out), policy,
-            n_frames, every)
+            n_frames, every, None if lmk is None else str(lmk.path), lmk is not None and lmk.refine)
     workers = min(workers, len(tasks))
     manifest = out / MANIFEST
     new = not manifest.is_file()
+    columns = MANIFEST_COLUMNS
+    if not new:
+        with manifest.open(newline="") as f:
+            columns = tuple(next(csv.reader(f), MANIFEST_COLUMNS))
     pool = None
     try:
         if workers <= 1:
-            _STATE.update(spec=spec, detector=detector, out=out, policy=policy, n_frames=n_frames, every=every)
+            _STATE.update(spec=spec, detector=detector, out=out, policy=policy, n_frames=n_frames, every=every,
+                          landmarks=lmk)
             results: Iterator[list[dict]] = map(_extract_source, tasks)
         else:
             import multiprocessing
@@ -308,7 +410,7 @@ def extract_faces(src: str | os.PathLike, out: str | os.PathLike, *, spec: Prepr
             results = _imap_unordered(pool, _extract_source, tasks, max_pending=4 * workers)
         with manifest.open("a", newline="") as fh, tqdm(total=len(tasks), unit="file", disable=not progress,
                                                         dynamic_ncols=True) as bar:
-            writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, restval="")
+            writer = csv.DictWriter(fh, fieldnames=columns, restval="", extrasaction="ignore")
             if new:
                 writer.writeheader()
             for rows in results:

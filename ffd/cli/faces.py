@@ -27,14 +27,18 @@ Size = Annotated[int, typer.Option("--size", min=8, help="Crop side in pixels.")
 CropMode = Annotated[str, typer.Option("--crop", help="square (box x margin) or align5 (5-point similarity).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Start OUT again (deletes its crops/ and manifest).")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+Landmarks = Annotated[Optional[Path], typer.Option(
+    "--landmarks", envvar="FFD_LANDMARK_MODEL",
+    help="OpenSeeFace landmark ONNX (openseeface_lm_model0_opt.onnx): 66 dense points per face for SBI masks "
+         "(a landmark file beside an image wins); env FFD_LANDMARK_MODEL. Missing: a warning, ellipse masks.")]
 
 
 @faces_app.command("extract")
 def extract(src: Src, out: ExtractOut, label: Label = None, frames: Frames = None, every: Every = None,
             all_faces: AllFaces = False, margin: Margin = 1.3, size: Size = 128, crop: CropMode = "square",
             detector: Detector = "yunet", detector_model: DetectorModel = None, workers: Workers = None,
-            overwrite: Overwrite = False, progress: Progress = True):
-    """Detect, crop and list faces: writes OUT/crops/*.png, OUT/manifest.csv and OUT/spec.json; re-runs resume."""
+            overwrite: Overwrite = False, progress: Progress = True, landmarks: Landmarks = None):
+    """Detect, crop and list faces: writes OUT/crops/*.png, manifest.csv, spec.json, landmarks.json; re-runs resume."""
     from edge.errors import ConfigError
     from edge.faces.extract import DEFAULT_FRAMES, extract_faces
     from edge.spec import PreprocessSpec
@@ -44,7 +48,7 @@ def extract(src: Src, out: ExtractOut, label: Label = None, frames: Frames = Non
     spec = PreprocessSpec(detector=detector, crop_mode=crop, margin=margin, size=size)
     summary = extract_faces(src, out, spec=spec, detector_model=detector_model, label=label,
                             n_frames=frames or DEFAULT_FRAMES, every=every, policy="all" if all_faces else "largest",
-                            workers=workers, progress=progress, overwrite=overwrite)
+                            workers=workers, progress=progress, overwrite=overwrite, landmark_model=landmarks)
     typer.echo(str(summary))
 
 
