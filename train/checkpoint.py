@@ -99,3 +99,17 @@ def load_checkpoint(path: str | os.PathLike, expect_model: str | None = None):
                          fix="the checkpoint is of another architecture or version; re-train or pick the right file")
     model.eval()
     return model, blob["card"], blob
+
+
+def update_card(path: str | os.PathLike, change) -> ModelCard:
+    """Rewrite the card of a checkpoint in place (atomically): ``change(extra) -> extra``."""
+    import torch
+
+    blob = read_checkpoint(path)
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    card = blob["card"].replace(extra=change(dict(blob["card"].extra)))
+    raw["card"] = card.to_json()
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    torch.save(raw, tmp)
+    os.replace(tmp, path)
+    return card

@@ -87,13 +87,15 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str 
 
 
 def select_split(samples: list, split: str | None, *, seed: int = 0, val: float = 0.1, test: float = 0.2) -> list:
+    """The ``split`` part of one dataset, exactly as a training run splits that source
+    (:func:`train.sources.split_source`: official held-out people are its test part)."""
     if split in (None, "", "all"):
         return samples
-    from .data import split_samples
+    from .sources import split_source
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be all, train, val or test, got {split!r}")
-    part = split_samples(samples, val=val, test=test, seed=seed)[split]
+    part = split_source(samples, val=val, test=test, seed=seed)[split]
     if not part:
         raise DatasetError(f"the {split} split is empty", fix="evaluate on more data or with --split all")
     return part
@@ -113,7 +115,9 @@ def evaluate(ckpt: str | os.PathLike, data: Sequence[str | os.PathLike] | str | 
 
     model, card, blob = load_checkpoint(ckpt)
     paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-    samples = select_split(load_pooled(paths, max_per_class, seed), split, seed=seed, val=val, test=test)
+    # each dataset split on its own, exactly as training splits its sources (train.sources)
+    samples = [s for p in paths for s in select_split(load_pooled([p], max_per_class, seed), split, seed=seed,
+                                                      val=val, test=test)]
     labels = np.array([s.label for s in samples], np.int64)
     if not (np.any(labels == 0) and np.any(labels == 1)):
         have = "real" if np.any(labels == 0) else "fake"
@@ -141,3 +145,68 @@ def evaluate(ckpt: str | os.PathLike, data: Sequence[str | os.PathLike] | str | 
         plot_roc(curves, roc, title=card.name)
         report["roc_png"] = str(roc)
     return report
+
+
+# --- per-source evaluation (never pooled) ------------------------------------------------------
+def score_sets(model, spec, sets: dict[str, list], *, device: str = "cpu", batch_size: int = 128,
+               sbi_seed: int = 10_007) -> dict[str, tuple[np.ndarray, np.ndarray, list]]:
+    """name -> (scores, labels, samples); the ``sbi`` set's real faces also yield their fixed
+    self-blended fakes (seed ``sbi_seed``), as in training's validation."""
+    from .data import FaceDataset
+    from .sbi import SBIConfig
+    from .sources import SBI_SET
+    from .trainer import make_loader, predict_scores, resolve_device
+
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    out = {}
+    for name, items in sets.items():
+        ds = FaceDataset(items, spec, sbi=SBIConfig() if name == SBI_SET else None, seed=sbi_seed)
+        s, y = predict_scores(model, make_loader(ds, batch_size, train=False), dev)
+        out[name] = (s, y, [ds.sample(i) for i in range(len(ds))])
+    return out
+
+
+def report_sets(scored: dict[str, tuple[np.ndarray, np.ndarray, list]], threshold: float) -> dict[str, Any]:
+    """Frame- and video-level metrics per set (:func:`train.sources.video_key` groups videos)."""
+    from .sources import video_key
+
+    rep: dict[str, Any] = {}
+    for name, (s, y, samples) in scored.items():
+        videos = [video_key(x) + ("#sbi" if x.method == "sbi" else "") for x in samples]
+        r = metrics_report(s, y, [x.method for x in samples], videos, threshold)
+        r["n_real"], r["n_fake"] = int((y == 0).sum()), int((y == 1).sum())
+        r["n_videos"] = len(set(zip(videos, y.tolist())))
+        rep[name] = r
+    return rep
+
+
+def evaluate_sets(ckpt: str | os.PathLike, sets: dict[str, list], *, device: str = "cpu",
+                  batch_size: int = 128) -> dict[str, Any]:
+    """A checkpoint on named sample sets -> ``{name: report}`` (see :func:`report_sets`)."""
+    from .checkpoint import load_checkpoint
+
+    model, card, _ = load_checkpoint(ckpt)
+    return report_sets(score_sets(model, card.spec, sets, device=device, batch_size=batch_size), card.threshold)
+
+
+def summary_figures(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The short per-source figures a model card carries: frame/video AUC and counts."""
+    return {k: {"frame_auc": round(float(v["frame"]["auc"]), 4), "video_auc": round(float(v["video"]["auc"]), 4),
+                "n_real": v["n_real"], "n_fake": v["n_fake"]} for k, v in report.items()}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Plain-text table: one row per source, frame and video AUC / balanced ACC."""
+    rows = [f"{'source':<14}{'faces':>7}{'videos':>7}{'frame AUC':>10}{'video AUC':>10}{'frame bACC':>11}"]
+    for k, v in report.items():
+        rows.append(f"{k:<14}{v['n_real'] + v['n_fake']:>7}{v['n_videos']:>7}{v['frame']['auc']:>10.4f}"
+                    f"{v['video']['auc']:>10.4f}{v['frame'].get('balanced_acc', float('nan')):>11.4f}")
+    return "\n".join(rows)
+
+
+def record_in_checkpoint(ckpt: str | os.PathLike, report: dict[str, Any], key: str = "test") -> None:
+    """Store the per-source figures in the checkpoint's card (``card.extra["eval"][key]``)."""
+    from .checkpoint import update_card
+
+    update_card(ckpt, lambda extra: {**extra, "eval": {**extra.get("eval", {}), key: summary_figures(report)}})

@@ -42,6 +42,16 @@ def is_model(name: str) -> bool:
     return name in _REGISTRY
 
 
+def has_pretrained(name: str) -> bool:
+    """Whether the entry point takes ``pretrained=`` (it has ImageNet weights to start from)."""
+    import inspect
+
+    _load()
+    if name not in _REGISTRY:
+        create_model(name)  # raises the unknown-name error with the list
+    return "pretrained" in inspect.signature(_REGISTRY[name]).parameters
+
+
 def create_model(name: str, **kwargs):
     """Build a registered model by name; unknown names raise with the list of known ones."""
     _load()

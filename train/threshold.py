@@ -226,12 +226,16 @@ def apply_to_checkpoint(ckpt_path: str | os.PathLike, data, *, rule: str = "bala
 
 
 def _validation_samples(data, split: str | None, seed: int) -> list:
-    if isinstance(data, (list, tuple)):
-        return list(data)
-    from .data import split_samples
-    from .recipes import load_pooled
+    """Samples to calibrate on: given samples as they are; dataset path(s) split per source as a
+    training run splits them (:mod:`train.sources`), the ``split`` part of each."""
+    from .data import Sample
 
-    samples = load_pooled(data)
+    items = list(data) if isinstance(data, (list, tuple)) else [data]
+    if items and all(isinstance(x, Sample) for x in items):
+        return items
+    from .recipes import load_pooled
+    from .sources import load_sources
+
     if split is None:
-        return samples
-    return split_samples(samples, seed=seed)[split]
+        return load_pooled(items)
+    return [s for src in load_sources(items, seed=seed) for s in src.parts[split]]

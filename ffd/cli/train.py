@@ -13,6 +13,19 @@ import typer
 
 from .options import Device, Seed
 
+def _models(pattern: str) -> str:
+    """Registered model names for --help, read from the registry's source files without importing torch."""
+    import fnmatch
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "train" / "models"
+    names = []
+    for f in sorted(root.glob("*.py")):
+        names += re.findall(r"@register_model\s+def\s+(\w+)", f.read_text(encoding="utf-8"))
+    return ", ".join(sorted(n for n in names if fnmatch.fnmatch(n, pattern))) or "see train/models"
+
+
 train_app = typer.Typer(no_args_is_help=True, help="Train teachers and distilled students.")
 
 DataOpt = Annotated[list[str], typer.Option(
@@ -28,41 +41,51 @@ Test = Annotated[float, typer.Option("--test", min=0.0, max=0.9, help="Held-out 
 MaxPerClass = Annotated[Optional[int], typer.Option("--max-per-class", min=1, help="Cap samples per class (quick runs).")]
 Workers = Annotated[int, typer.Option("--workers", "-j", min=0, help="DataLoader worker processes.")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+Pretrained = Annotated[str, typer.Option(
+    "--pretrained", help="auto (ImageNet weights where the model has them: FFD_WEIGHTS folder, cache or official "
+                         "URL), none (random init), or a weight file / folder of weight files.")]
+PerEpoch = Annotated[Optional[int], typer.Option(
+    "--samples-per-epoch", min=1, help="Faces drawn per epoch (balanced per source; default: the training set size).")]
+MaxSteps = Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Cap steps per epoch (smoke runs).")]
 
 
 @train_app.command("teacher")
 def teacher(data: DataOpt, out: Out,
-            model: Annotated[str, typer.Option("--model", help="Registered teacher (teacher_dual, teacher_dual_srm, ...).")] = "teacher_dual",
+            model: Annotated[str, typer.Option("--model", help=f"Registered teacher ({_models('teacher*')}).")] = "teacher_dual_lite2",
             epochs: Epochs = 10, batch_size: BatchSize = 32, lr: Lr = 1e-3,
             size: Annotated[int, typer.Option("--size", min=32, help="Input side in pixels (multiple of 32).")] = 128,
             sbi: Sbi = True, seed: Seed = 0, resume: Resume = False, device: Device = "auto", val: Val = 0.1,
-            test: Test = 0.2, max_per_class: MaxPerClass = None, workers: Workers = 0, progress: Progress = True):
-    """Train the dual-branch (spatial + frequency) teacher."""
+            test: Test = 0.2, max_per_class: MaxPerClass = None, workers: Workers = 0, progress: Progress = True,
+            pretrained: Pretrained = "auto", samples_per_epoch: PerEpoch = None, max_steps: MaxSteps = None):
+    """Train the dual-branch (spatial + frequency) teacher; each --data is a source, validated and reported on its own."""
     from train.recipes import train_teacher
 
     res = train_teacher(data, out, model=model, epochs=epochs, batch_size=batch_size, lr=lr, size=size, sbi=sbi,
                         seed=seed, resume=resume, device=device, val=val, test=test, max_per_class=max_per_class,
-                        workers=workers, progress=progress)
-    typer.echo(f"{res['best']}: best val AUC {res['best_auc']:.4f} (epoch {res['best_epoch']})")
+                        workers=workers, progress=progress, pretrained=pretrained,
+                        samples_per_epoch=samples_per_epoch, max_steps_per_epoch=max_steps)
+    typer.echo(f"{res['best']}: best val AUC {res['best_auc']:.4f} (mean over sources; epoch {res['best_epoch']})")
 
 
 @train_app.command("student")
 def student(data: DataOpt, out: Out,
             kd: Annotated[str, typer.Option("--kd", help="none, logit, spatial, naive-dual or two-in-one.")] = "two-in-one",
             teacher: Annotated[Optional[Path], typer.Option("--teacher", help="Teacher checkpoint (any --kd but none).")] = None,
-            model: Annotated[str, typer.Option("--model", help="Registered student (student_small, student_dw, ...).")] = "student_small",
+            model: Annotated[str, typer.Option("--model", help=f"Registered student ({_models('student*')}, {_models('mobilenet*')}, {_models('efficientnet*')}).")] = "mobilenetv2_100",
             kd_weight: Annotated[float, typer.Option("--kd-weight", min=0.0, help="Weight of the distillation loss.")] = 1.0,
             epochs: Epochs = 10, batch_size: BatchSize = 32, lr: Lr = 1e-3,
             size: Annotated[Optional[int], typer.Option("--size", min=32, help="Input side (default: the teacher's).")] = None,
             sbi: Sbi = True, seed: Seed = 0, resume: Resume = False, device: Device = "auto", val: Val = 0.1,
-            test: Test = 0.2, max_per_class: MaxPerClass = None, workers: Workers = 0, progress: Progress = True):
+            test: Test = 0.2, max_per_class: MaxPerClass = None, workers: Workers = 0, progress: Progress = True,
+            pretrained: Pretrained = "auto", samples_per_epoch: PerEpoch = None, max_steps: MaxSteps = None):
     """Train a single-branch student, distilled from a teacher (two-in-one KD by default)."""
     from train.recipes import train_student
 
     res = train_student(data, out, kd=kd, teacher=teacher, model=model, kd_weight=kd_weight, epochs=epochs,
                         batch_size=batch_size, lr=lr, size=size, sbi=sbi, seed=seed, resume=resume, device=device,
-                        val=val, test=test, max_per_class=max_per_class, workers=workers, progress=progress)
-    typer.echo(f"{res['best']}: best val AUC {res['best_auc']:.4f} (epoch {res['best_epoch']})")
+                        val=val, test=test, max_per_class=max_per_class, workers=workers, progress=progress,
+                        pretrained=pretrained, samples_per_epoch=samples_per_epoch, max_steps_per_epoch=max_steps)
+    typer.echo(f"{res['best']}: best val AUC {res['best_auc']:.4f} (mean over sources; epoch {res['best_epoch']})")
 
 
 def eval_command(

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
     @app.command("calibrate-threshold")
     def calibrate_threshold(
             ckpt: Annotated[Path, typer.Argument(help="Checkpoint from `ffd train` (its card gets the threshold).")],
-            data: Annotated[Path, typer.Argument(help="Validation data: a dataset path (its val split is used).")],
+            data: Annotated[list[Path], typer.Argument(help="Validation data: dataset path(s), each split as training splits it (its val part is used).")],
             rule: Annotated[str, typer.Option("--rule", help="balanced_accuracy or target_fpr.")] = "balanced_accuracy",
             target_fpr: Annotated[float, typer.Option("--target-fpr", min=0.0, max=1.0,
                                                       help="Allowed false-positive rate (rule target_fpr).")] = 0.05,

@@ -23,6 +23,7 @@ from edge.errors import DatasetError, InputError
 from edge.spec import PreprocessSpec, preprocess, resize_crop
 
 from ..sbi import SBIConfig, self_blend
+from .augment import ArchiveAugment
 from .samples import FAKE, REAL, Sample
 
 
@@ -62,7 +63,7 @@ class FaceDataset(Dataset):
     """Face crops as model inputs; see the module docstring for indexing and seeding."""
 
     def __init__(self, samples: Sequence[Sample], spec: PreprocessSpec, sbi: SBIConfig | None = None,
-                 seed: int = 0, augment: bool = False):
+                 seed: int = 0, augment: "bool | ArchiveAugment" = False, cache: bool = False):
         self.samples = list(samples)
         if not self.samples:
             raise DatasetError("FaceDataset got no samples", fix="check the dataset path and split fractions")
@@ -74,8 +75,12 @@ class FaceDataset(Dataset):
         if videos:
             raise DatasetError(f"{len(videos)} samples are videos; extract their faces first", path=videos[0].path,
                                fix="ffd faces extract SRC OUT, then load OUT")
-        self.spec, self.sbi, self.seed, self.augment = spec, sbi, int(seed), bool(augment)
+        self.spec, self.sbi, self.seed = spec, sbi, int(seed)
+        self.augment = augment if isinstance(augment, ArchiveAugment) else bool(augment)
         self.epoch = 0
+        # decoded crops at the spec's size (uint8), kept when cache=True: an epoch then costs no PNG
+        # decoding (a 6,000-face pool at 128 px is ~300 MB)
+        self._cache: dict[int, tuple[np.ndarray, float, float]] | None = {} if cache else None
         self._reals = [i for i, s in enumerate(self.samples) if s.label == REAL] if sbi is not None else []
 
     def set_epoch(self, epoch: int) -> None:
@@ -100,19 +105,32 @@ class FaceDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(index)
         n = len(self.samples)
-        s = self.samples[index if index < n else self._reals[index - n]]
-        raw = read_crop(s.path)
-        img = resize_crop(raw, self.spec)
+        j = index if index < n else self._reals[index - n]
+        s = self.samples[j]
+        img, sx, sy = self._crop(j)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         label = s.label
         if index >= n:
-            sx, sy = img.shape[1] / raw.shape[1], img.shape[0] / raw.shape[0]
             img, _ = self_blend(img, _scaled(s.landmarks, sx, sy), _scaled(s.dense_landmarks, sx, sy),
                                 rng=rng, cfg=self.sbi)
             label = FAKE
-        if self.augment:
+        if isinstance(self.augment, ArchiveAugment):
+            img = self.augment(img, rng)
+        elif self.augment:
             img = augment_crop(img, rng)
         return img, label
+
+    def _crop(self, j: int) -> tuple[np.ndarray, float, float]:
+        """Sample ``j``'s crop resized to the spec (and the x/y scale from the file's pixels)."""
+        if self._cache is not None and j in self._cache:
+            return self._cache[j]
+        raw = read_crop(self.samples[j].path)
+        img = resize_crop(raw, self.spec)
+        out = (img, img.shape[1] / raw.shape[1], img.shape[0] / raw.shape[0])
+        if self._cache is not None:
+            img.setflags(write=False)  # shared between epochs: blends and augmentations copy
+            self._cache[j] = out
+        return out
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         img, label = self.load(index)

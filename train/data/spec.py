@@ -27,8 +27,10 @@ class UnknownFramingWarning(UserWarning):
 
 def _paths(data) -> list[Path]:
     """Dataset paths among ``data`` (a path, or a list of paths with ``real:``/``fake:`` prefixes, or samples)."""
+    from ..sources import parse_source_arg
+
     items = data if isinstance(data, (list, tuple)) else [data]
-    return [parse_data_arg(d)[0] for d in items if isinstance(d, (str, os.PathLike))]
+    return [parse_data_arg(parse_source_arg(d)[1])[0] for d in items if isinstance(d, (str, os.PathLike))]
 
 
 def spec_for_data(data, size: int, base: PreprocessSpec | None = None) -> PreprocessSpec:

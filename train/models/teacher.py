@@ -98,3 +98,66 @@ def teacher_tiny(**kwargs) -> DualBranchTeacher:
     kwargs.setdefault("spatial_widths", (16, 32, 64, 96))
     kwargs.setdefault("freq_widths", (16, 32, 48, 64))
     return DualBranchTeacher(**kwargs)
+
+
+# --- ImageNet-initialised dual-branch teacher ------------------------------------------------------
+def _body(name: str, pretrained, in_chans: int) -> nn.Module:
+    """A registered backbone without its classifier (only ``forward_features`` is used)."""
+    from ..registry import create_model
+
+    net = create_model(name, pretrained=pretrained, in_chans=in_chans)
+    for head in ("classifier", "_fc"):
+        if hasattr(net, head):
+            setattr(net, head, nn.Identity())
+    return net
+
+
+class PretrainedDualTeacher(nn.Module):
+    """The dual-branch teacher on ImageNet backbones.
+
+    Spatial branch: ``spatial`` (default EfficientNet-Lite2) on the RGB crop. Frequency branch:
+    the same F3Net FAD as :class:`DualBranchTeacher` (4 band images per colour channel) in front
+    of ``freq_body`` (default MobileNetV2), whose stem is adapted from 3 to 12 input channels
+    (:mod:`train.pretrained`). Same contract as :class:`DualBranchTeacher` (``feature_dims``,
+    ``forward_branch_heads``, output stride 32). ``pretrained`` initialises both bodies; a
+    single file cannot hold both, so it is ``True`` (resolved per backbone) or ``False``.
+    """
+
+    def __init__(self, spatial: str = "efficientnet_lite2", freq_body: str = "mobilenetv2_100", freq: str = "fad",
+                 dct_block: int = 8, num_classes: int = 2, in_chans: int = 3, drop_rate: float = 0.2,
+                 pretrained: bool = False):
+        super().__init__()
+        if freq not in FREQ_KINDS:
+            raise ConfigError(f"freq must be one of {FREQ_KINDS}, got {freq!r}")
+        if pretrained not in (True, False):
+            raise ConfigError(f"the {spatial} + {freq_body} teacher loads two weight files, so pretrained= cannot "
+                              f"name one ({pretrained!r})",
+                              fix="pass a weights folder (--pretrained DIR or FFD_WEIGHTS=DIR)")
+        self.num_classes, self.in_chans, self.freq_kind = num_classes, in_chans, freq
+        self.spatial = _body(spatial, pretrained, in_chans)
+        if freq == "fad":
+            self.freq_transform = FrequencyAwareDecomposition(in_chans, block=dct_block)
+            freq_in = in_chans * len(FrequencyAwareDecomposition.bands)
+        else:
+            self.freq_transform = SrmFilter(in_chans)
+            freq_in = in_chans * 3
+        self.freq = _body(freq_body, pretrained, freq_in)
+        self.pretrained_cfg = getattr(self.spatial, "pretrained_cfg", None)
+        self.feature_dims = {"spatial": self.spatial.num_features, "freq": self.freq.num_features}
+        self.num_features = sum(self.feature_dims.values())
+        self.feature_reduction = 32
+        self.head = ClassifierHead(self.num_features, num_classes, drop_rate)
+        self.aux_heads = nn.ModuleDict({k: ClassifierHead(c, num_classes, drop_rate) for k, c in self.feature_dims.items()})
+
+    def forward_features(self, x) -> dict[str, torch.Tensor]:
+        return {"spatial": self.spatial.forward_features(x), "freq": self.freq.forward_features(self.freq_transform(x))}
+
+    forward_head = DualBranchTeacher.forward_head
+    forward_branch_heads = DualBranchTeacher.forward_branch_heads
+    forward = DualBranchTeacher.forward
+
+
+@register_model
+def teacher_dual_lite2(pretrained: bool = False, **kwargs) -> PretrainedDualTeacher:
+    """EfficientNet-Lite2 spatial branch + FAD -> MobileNetV2 frequency branch, ImageNet-initialised; ~7.1 M params."""
+    return PretrainedDualTeacher(pretrained=pretrained, **kwargs)
