@@ -3,8 +3,9 @@
 # set up -> extract faces -> pseudo-fakes -> train the dual-branch teacher -> distil the student (two-in-one KD)
 # -> evaluate -> calibrate the threshold -> export ONNX -> calibration set -> INT8 (TensorRT Q/DQ + ONNX Runtime CPU)
 # -> TensorRT-readiness check (+ engine build and trtexec-style bench where TensorRT and a GPU are) -> detect on images -> screen a folder of generated videos (SQLite + HTML report).
-# Small settings so it finishes in about 8 minutes on 2 CPU cores (EPOCHS, MAX_PER_CLASS, RUN_DIR override them);
-# a real run trains longer on more data. A re-run resumes training and skips finished extraction/screening.
+# Small settings so it finishes in under 15 minutes on 2 CPU cores (SIZE, EPOCHS, T_PER_EPOCH, S_PER_EPOCH, RUN_DIR
+# override them); scripts/train_release.sh trains the release models longer. A re-run resumes training and skips
+# finished extraction/screening.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,31 +14,38 @@ SHARED=${FFD_SHARED:-../shared}
 [[ -d $SHARED/data ]] || { echo "error: sample data not found at $SHARED; fix: set FFD_SHARED=/path/to/shared" >&2; exit 2; }
 export FFD_YUNET_MODEL=${FFD_YUNET_MODEL:-$SHARED/models/face_detection_yunet.onnx}
 R=${RUN_DIR:-runs/demo}
-EPOCHS=${EPOCHS:-6}
-CAP=${MAX_PER_CLASS:-400}
+export FFD_WEIGHTS=${FFD_WEIGHTS:-$SHARED/models}   # ImageNet backbones (offline here; online: cache + URL)
+SIZE=${SIZE:-128}
+EPOCHS=${EPOCHS:-2}
+T_PER_EPOCH=${T_PER_EPOCH:-700}     # faces drawn per epoch, balanced per source
+S_PER_EPOCH=${S_PER_EPOCH:-1500}
 ffd() { .venv/bin/ffd "$@"; }
 step() { printf '\n== %s\n' "$*"; }
 mkdir -p "$R"
 
-step "1/10 extract faces (YuNet, square crop 1.3x, 128 px)"
-ffd faces extract "$SHARED/data/london_faces/neutral" "$R/faces/london" --label real --no-progress
-ffd faces extract "$SHARED/data/interfaces_cc0/img_500" "$R/faces/interfaces" --label real --no-progress
-ffd faces extract "$SHARED/data/ciplab_real_fake_160/full_160" "$R/faces/ciplab" --no-progress
+step "1/10 extract faces (YuNet, square crop 1.3x, $SIZE px, 66-point landmarks for the self-blend masks)"
+X=(--size "$SIZE" --landmarks "$SHARED/models/openseeface_lm_model0_opt.onnx" --no-progress)
+ffd faces extract "$SHARED/data/deepfake_timit_lq" "$R/faces/timit" "${X[@]}"          # person groups + split from labels.csv
+ffd faces extract "$SHARED/data/ciplab_real_fake_160/full_160" "$R/faces/ciplab" "${X[@]}"
+ffd faces extract "$SHARED/data/london_faces/neutral" "$R/faces/london" --label real "${X[@]}"
+ffd faces extract "$SHARED/data/interfaces_cc0/img_500" "$R/faces/interfaces" --label real "${X[@]}"
 
-step "2/10 self-blended pseudo-fakes for inspection"
+step "2/10 self-blended pseudo-fakes for inspection (landmark-hull masks)"
 ffd faces blend "$R/faces/london" "$R/sbi_preview" --n 8
 
-DATA=(--data "$R/faces/london" --data "$R/faces/interfaces" --data "$R/faces/ciplab")
-step "3/10 train the dual-branch teacher (spatial + frequency)"
-ffd train teacher "${DATA[@]}" -o "$R/teacher" --epochs "$EPOCHS" --max-per-class "$CAP" --no-progress --resume
+DATA=(--data "timit=$R/faces/timit" --data "ciplab=$R/faces/ciplab" --data "london=$R/faces/london"
+      --data "interfaces=$R/faces/interfaces")
+step "3/10 train the dual-branch teacher from ImageNet (EfficientNet-Lite2 spatial + FAD -> MobileNetV2 frequency)"
+ffd train teacher "${DATA[@]}" -o "$R/teacher" --size "$SIZE" --epochs "$EPOCHS" --samples-per-epoch "$T_PER_EPOCH" \
+    --lr 5e-4 --no-progress --resume
 
-step "4/10 distil the single-branch student (two-in-one KD)"
+step "4/10 distil the MobileNetV2 student (two-in-one KD); both print their per-source test table"
 ffd train student "${DATA[@]}" -o "$R/student" --kd two-in-one --teacher "$R/teacher/best.pt" \
-    --epochs "$EPOCHS" --max-per-class "$CAP" --no-progress --resume
+    --epochs "$EPOCHS" --samples-per-epoch "$S_PER_EPOCH" --lr 5e-4 --no-progress --resume
 
-step "5/10 evaluate on the held-out test split + calibrate the threshold on the validation split"
-ffd eval "$R/student/best.pt" "$R/faces/ciplab" --split test -o "$R/student_eval.json" --roc "$R/student_roc.png"
-ffd calibrate-threshold "$R/student/best.pt" "$R/faces/ciplab" -o "$R/student.pt"
+step "5/10 evaluate per source on the held-out parts + calibrate the threshold on the validation parts"
+ffd eval "$R/student/best.pt" "$R/faces/ciplab" --split test -o "$R/student_eval_ciplab.json" --roc "$R/student_roc.png"
+ffd calibrate-threshold "$R/student/best.pt" "$R/faces/timit" "$R/faces/ciplab" -o "$R/student.pt"
 
 step "6/10 export ONNX (graph cleanup, metadata, parity vs PyTorch)"
 ffd export "$R/student.pt" -o "$R/student.onnx" --parity-data "$R/faces/london/crops"
@@ -53,7 +61,7 @@ ffd quantize "$R/student.onnx" --calib "$R/calib" --target both -o "$R/int8" \
 
 step "9/10 TensorRT-readiness of the Q/DQ model (no GPU needed), the engine where a GPU is, detection on images"
 ffd check-onnx "$R"/int8/*trt*.onnx
-if why=$(.venv/bin/python -c "from edge.runtime.base import trt_unusable_reason as r; print(r() or '')") && [[ -z $why ]]; then
+if why=$(.venv/bin/python -c "from edge.runtime import trt_unusable_reason as r; print(r() or '')") && [[ -z $why ]]; then
   ffd build-engine "$R"/int8/*trt*.onnx --max-batch 32 --timing-cache "$R/int8/timing.cache"
   ffd bench "$R"/int8/*trt*.engine --backend trt --batch-sizes 1,8,32 -o "$R/bench_trt"
 else
