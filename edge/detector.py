@@ -50,23 +50,26 @@ class ForgeryDetector:
 
     ``max_faces`` keeps the largest faces of a frame; ``min_face`` drops boxes whose larger
     side is below that many pixels. ``det_max_side``: frames are downscaled to this longer side for
-    face detection (cost ~ pixels; boxes come back in frame pixels). ``runner_kw`` goes to the backend (e.g. ``providers``,
-    ``intra_op_threads`` for ONNX Runtime). Faces are classified in batches of ``batch_size``.
+    face detection (cost ~ pixels; boxes come back in frame pixels). ``runner_kw`` goes to
+    :func:`~edge.runtime.open_runner`, which routes it (:func:`~edge.runtime.route_options`: e.g.
+    ``intra_op_threads`` for ONNX Runtime, ``cuda_graph`` for TensorRT; wrap a value in
+    :class:`~edge.runtime.Default` when it is a layer's choice, not the user's). ``card``: the card of an
+    ONNX without one (ONNX Runtime). Faces are classified in batches of ``batch_size``.
     """
 
     def __init__(self, model_path: str | os.PathLike, backend: str = "auto",
                  detector_model: str | os.PathLike | None = None, batch_size: int = 32,
                  max_faces: int | None = None, min_face: float = 0.0, card: ModelCard | None = None,
                  det_max_side: int = 640, **runner_kw):
-        from .runtime import open_runner
+        from .runtime import Default, open_runner
 
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        if Path(model_path).suffix == ".onnx":
-            runner_kw.setdefault("providers", "auto" if backend == "auto" else None)
-            if card is not None:
-                runner_kw["card"] = card
-        self.runner = open_runner(model_path, backend, **runner_kw)
+        if backend == "auto":  # ONNX Runtime's GPU providers when auto ends on ONNX Runtime; dropped for TensorRT
+            runner_kw.setdefault("providers", Default("auto"))
+        if card is not None:
+            runner_kw["card"] = card
+        self.runner = open_runner(model_path, backend, **runner_kw)  # routes runner_kw to the backend that runs
         self.card: ModelCard = self.runner.card
         self.spec = self.card.spec
         self.batch_size = batch_size

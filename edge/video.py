@@ -414,7 +414,8 @@ def detect_stream(source: str | int | Source, model, *, backend: str = "auto", d
     ``model``: a model path or a :class:`~edge.detector.ForgeryDetector`. ``stats`` (if given) is
     filled in place. ``kw`` goes to :class:`Pipeline` (``live``, ``pace_fps``, ``every``,
     ``max_frames``, ``smooth``, ``queue_size``, ``stall_timeout_s``); runner options
-    (``intra_op_threads``, ``providers``) go through ``runner_kw``; ``det_max_side`` sizes the face
+    (``intra_op_threads``, ``providers``, ``cuda_graph``, ...) go through ``runner_kw`` to
+    :func:`~edge.runtime.open_runner`, which routes them; ``det_max_side`` sizes the face
     detector's input of a detector built here (see :class:`~edge.detector.ForgeryDetector`).
     """
     from .detector import ForgeryDetector
@@ -501,7 +502,8 @@ def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str
     (``video_kw``: ``video_out``, ``display``, ``every``, ``max_frames``, ``live``,
     ``det_max_side``); its :meth:`DetectStats.summary` goes to ``log`` and a source error
     is raised as :class:`SourceError` once its records are written. ``threads``: ONNX Runtime
-    intra-op threads (ignored for engines). Records go to ``output`` (default: stdout).
+    intra-op threads (dropped when ``auto`` runs TensorRT, refused with ``backend="trt"``: see
+    :func:`edge.runtime.route_options`). Records go to ``output`` (default: stdout).
     """
     import json
     import sys
@@ -511,7 +513,7 @@ def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str
     by_kind: dict[str, list[str]] = {}
     for s in sources:
         by_kind.setdefault(source_kind(s), []).append(s)
-    runner_kw = {"intra_op_threads": threads} if threads and Path(model).suffix == ".onnx" else {}
+    runner_kw = {"intra_op_threads": threads} if threads else {}  # routed by open_runner
     opts = {"backend": backend, "detector_model": detector_model, "batch_size": batch_size, "max_faces": max_faces}
 
     def records() -> Iterator[dict]:

@@ -1,4 +1,4 @@
 """Runtime backends behind one ``Runner`` interface; heavy imports happen inside each backend."""
-from .base import BACKENDS, Runner, open_runner
+from .base import BACKEND_OPTIONS, BACKENDS, Default, Runner, open_runner, route_options
 
-__all__ = ["BACKENDS", "Runner", "open_runner"]
+__all__ = ["BACKEND_OPTIONS", "BACKENDS", "Default", "Runner", "open_runner", "route_options"]

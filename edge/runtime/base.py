@@ -18,7 +18,9 @@ import logging
 import subprocess
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -83,7 +85,75 @@ class Done:
 
 BACKENDS = ("auto", "ort", "trt")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-TRT_KW = ("device", "rebuild", "cuda_graph", "graph_batch", "owner")  # TrtRunner's options; the rest are ORT's
+#: The options each backend's runner takes (keyword arguments of ``OrtRunner`` / ``TrtRunner``) and what they set.
+BACKEND_OPTIONS: dict[str, dict[str, str]] = {
+    "ort": {"providers": "ONNX Runtime's execution providers", "intra_op_threads": "ONNX Runtime's intra-op threads "
+            "(--threads)", "inter_op_threads": "ONNX Runtime's inter-op threads", "card": "the card of an ONNX without "
+            "one", "max_batch": "ONNX Runtime's largest batch per run", "optimization": "ONNX Runtime's graph "
+            "optimisation level", "session_options": "ONNX Runtime's SessionOptions"},
+    "trt": {"device": "the CUDA device (--device)", "rebuild": "rebuilding an engine of another TensorRT/GPU",
+            "cuda_graph": "TensorRT's CUDA graphs (--cuda-graph)", "graph_batch": "TensorRT's CUDA graph batch",
+            "owner": "the CUDA owner thread TensorRT runs on"},
+}
+_LONG = {"ort": "ONNX Runtime", "trt": "TensorRT"}
+
+
+@dataclass(frozen=True)
+class Default:
+    """An option value a caller layer picks on the user's behalf (``providers=Default("auto")``).
+
+    :func:`route_options` passes it to a backend that takes the option and drops it, silently,
+    where the backend that runs does not; a plain value is what the user asked for. Picklable, so
+    it survives the trip to worker processes.
+    """
+
+    value: Any
+
+
+def route_options(backend: str, options: Mapping[str, Any], runs: str | None = None) -> dict[str, Any]:
+    """The keyword arguments for the runner of ``runs`` (``"ort"`` | ``"trt"``), from ``options``.
+
+    ``backend`` is what was asked for (``auto``, ``ort``, ``trt``); ``runs`` the backend that runs
+    (default: ``backend``; required for ``auto``). The rule, in this order:
+
+    * a name no backend takes is refused (:class:`ConfigError`), a typo is never dropped;
+    * an option ``runs`` takes is passed, unwrapped from :class:`Default`;
+    * a :class:`Default` that ``runs`` does not take is dropped (a caller layer's choice);
+    * a plain value ``runs`` does not take is dropped under ``auto`` (it was meant for whichever
+      backend would run) and refused when the user chose the backend: asked-for settings are
+      never silently ignored.
+
+    A pure function of its arguments: no TensorRT, CUDA or file is touched.
+    """
+    if runs is None:
+        if backend == "auto":
+            raise ValueError("route_options('auto', ...) needs runs= (the backend auto chose)")
+        runs = backend
+    if runs not in BACKEND_OPTIONS or backend not in (runs, "auto"):
+        raise ValueError(f"cannot route options asked for {backend!r} to {runs!r}")
+    taken = BACKEND_OPTIONS[runs]
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        owners = [b for b, opts in BACKEND_OPTIONS.items() if name in opts]
+        if not owners:
+            known = ", ".join(sorted(n for opts in BACKEND_OPTIONS.values() for n in opts))
+            raise ConfigError(f"no backend takes the option {name!r}", fix=f"the runner options are: {known}")
+        if name in taken:
+            out[name] = value.value if isinstance(value, Default) else value
+        elif not isinstance(value, Default) and backend != "auto":
+            owner = owners[0]
+            raise ConfigError(f"{name}={value!r} sets {BACKEND_OPTIONS[owner][name]}, but the {runs} backend "
+                              f"({_LONG[runs]}) runs this model and cannot take it",
+                              fix=f"leave it out, or run with --backend {owner} (or auto)")
+    return out
+
+
+def option_value(options: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    """``options[name]`` unwrapped from :class:`Default` (``default`` when absent)."""
+    v = options.get(name, default)
+    return v.value if isinstance(v, Default) else v
+
+
 CPU_ONLY_TARGET = "onnxruntime-cpu"  # card.extra["int8_target"] of ORT's U8S8 INT8: TensorRT cannot build it
 
 
@@ -137,14 +207,16 @@ def auto_backend(model_path: str | Path, trt_reason: str | None, card: ModelCard
     return "trt", "TensorRT and a GPU are usable; the ONNX is built once into the engine cache"
 
 
-def open_runner(model_path: str | Path, backend: str = "auto", **kw) -> Runner:
-    """Open ``model_path`` (``.onnx`` or ``.engine``) with ``backend``.
+def open_runner(model_path: str | Path, backend: str = "auto", **options) -> Runner:
+    """Open ``model_path`` (``.onnx`` or ``.engine``) with ``backend``; the one place backend options are routed.
 
     ``trt``: a TensorRT engine; an ``.onnx`` is first built (or found) in the engine cache
     beside it (:func:`edge.runtime.trt.ensure_engine`). ``ort``: ONNX Runtime. ``auto``: see
     :func:`auto_backend`; when building or loading the engine fails, it warns and falls back to
-    ONNX Runtime. With ``auto``, options of the backend not chosen (``providers`` when TensorRT
-    runs, ``device`` when ONNX Runtime runs) are dropped.
+    ONNX Runtime. ``options`` go to the runner of the backend that runs, per
+    :func:`route_options`: a caller layer's :class:`Default` is dropped where it does not apply,
+    the user's own options are dropped under ``auto`` and refused (:class:`ConfigError`, before
+    anything is built) when the chosen backend cannot take them.
     """
     p = Path(model_path)
     if not p.exists():
@@ -152,30 +224,41 @@ def open_runner(model_path: str | Path, backend: str = "auto", **kw) -> Runner:
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     is_engine = p.suffix in ENGINE_SUFFIXES
+    if backend == "ort" and is_engine:
+        raise BackendUnavailableError("ONNX Runtime cannot run a TensorRT engine", path=p,
+                                      fix="use --backend trt on a machine with TensorRT, or pass the .onnx")
     if backend == "auto":
+        route_options("auto", options, "ort")  # a name no backend takes: refused whichever runs
         reason = None if is_engine else trt_unusable_reason()
-        card = kw.get("card")
+        card = option_value(options, "card")
         if card is None and reason is None and not is_engine:
             from ..onnx_model import read_card
 
             card = read_card(p)
-        backend, why = auto_backend(p, reason, card)
-        log.info("backend for %s: %s (%s)", p.name, backend, why)
-        if backend == "trt" and not is_engine:
-            try:
-                return _open_trt(p, {k: v for k, v in kw.items() if k in TRT_KW})
-            except FfdError as e:
-                warnings.warn(f"TensorRT not used for {p.name}, running ONNX Runtime instead: {e}", stacklevel=2)
-                backend = "ort"
-        kw = {k: v for k, v in kw.items() if (k in TRT_KW) == (backend == "trt")}  # the chosen backend's options
-    if backend == "trt":
-        return _open_trt(p, kw)
-    if is_engine:
-        raise BackendUnavailableError("ONNX Runtime cannot run a TensorRT engine", path=p,
-                                      fix="use --backend trt on a machine with TensorRT, or pass the .onnx")
+        runs, why = auto_backend(p, reason, card)
+        log.info("backend for %s: %s (%s)", p.name, runs, why)
+    else:
+        runs = backend
+    kw = _routed(backend, options, runs, p)
+    if runs == "trt":
+        if backend == "trt" or is_engine:
+            return _open_trt(p, kw)
+        try:
+            return _open_trt(p, kw)
+        except FfdError as e:
+            warnings.warn(f"TensorRT not used for {p.name}, running ONNX Runtime instead: {e}", stacklevel=2)
+            kw = _routed(backend, options, "ort", p)
     from .ort import OrtRunner
 
     return OrtRunner(p, **kw)
+
+
+def _routed(backend: str, options: Mapping[str, Any], runs: str, p: Path) -> dict[str, Any]:
+    kw = route_options(backend, options, runs)
+    dropped = sorted(set(options) - set(kw))
+    if dropped:
+        log.info("options %s do not apply to the %s backend running %s: dropped", dropped, runs, p.name)
+    return kw
 
 
 def _open_trt(p: Path, kw: dict) -> Runner:
