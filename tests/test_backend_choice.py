@@ -1,6 +1,6 @@
 """``backend="auto"``: which runner runs a model, without a GPU.
 
-The decision (:func:`edge.runtime.base.auto_backend`) is a pure function of the file, whether
+The decision (:func:`edge.runtime.select.auto_backend`) is a pure function of the file, whether
 TensorRT + pycuda + a GPU are usable, and the model card, so every branch is shown here; the
 probe itself (:func:`trt_unusable_reason`) runs for real and, on this machine, says why not.
 The TensorRT side of the chosen path runs in tests/test_trt_gpu.py where a GPU exists.
@@ -15,8 +15,8 @@ import pytest
 
 from conftest import make_tiny_onnx
 from edge.errors import ConfigError, MissingDependencyError
-from edge.runtime import open_runner
-from edge.runtime.base import CPU_ONLY_TARGET, auto_backend, trt_unusable_reason
+from edge.runtime import auto_backend, open_runner, trt_unusable_reason
+from edge.runtime.base import CPU_ONLY_TARGET
 from edge.spec import ModelCard, PreprocessSpec
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("pycuda") is not None
@@ -45,7 +45,7 @@ def test_probe_says_why_trt_is_unusable_here():
 
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT and pycuda are installed here")
 def test_auto_falls_back_to_ort_and_drops_trt_options(tiny_onnx, caplog):
-    caplog.set_level("INFO", logger="edge.runtime.base")
+    caplog.set_level("INFO", logger="edge.runtime.select")
     with open_runner(tiny_onnx, "auto", device=0, cuda_graph=True) as r:  # TensorRT options: ignored by ORT
         assert r.name == "ort" and r.infer(np.zeros((2, 3, 32, 32), np.float32)).shape == (2,)
     assert any("backend for tiny.onnx: ort" in m for m in caplog.messages)

@@ -41,6 +41,22 @@ def test_ort_runner_chunks_by_max_batch(tiny_onnx):
         np.testing.assert_allclose(r.infer(x), ref.infer(x), rtol=1e-6)
 
 
+def test_infer_is_a_template_that_checks_the_batch_once(tiny_onnx, monkeypatch):
+    """``Runner.infer`` / ``infer_async`` check the batch, then call the backend's ``_infer``; chunks are not
+    checked again."""
+    from edge.runtime.base import Runner
+
+    calls = []
+    check = Runner.check_batch
+    monkeypatch.setattr(Runner, "check_batch", lambda self, b: calls.append(len(b)) or check(self, b))
+    x = np.random.default_rng(2).normal(size=(7, 3, 32, 32))  # float64: the check makes it float32
+    with open_runner(tiny_onnx, max_batch=3) as r:
+        assert r.infer(x).shape == (7,) and calls == [7]
+        assert r.infer_async(x).result().shape == (7,) and calls == [7, 7]
+        assert r.infer_async(x[:0]).result().shape == (0,)
+    assert "infer" not in vars(type(r)) and "_infer" in vars(type(r))  # the backend implements _infer only
+
+
 def test_ort_runner_bad_files_are_model_errors(tmp_path):
     with pytest.raises(ModelError, match="not found"):
         open_runner(tmp_path / "missing.onnx")

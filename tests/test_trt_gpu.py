@@ -143,8 +143,7 @@ def test_auto_backend_builds_once_and_runs_tensorrt(engine, tmp_path):
     """``open_runner(model.onnx)`` on a GPU machine: TensorRT, built into the cache beside the ONNX once."""
     import shutil
 
-    from edge.runtime import open_runner
-    from edge.runtime.base import trt_unusable_reason
+    from edge.runtime import open_runner, trt_unusable_reason
 
     assert trt_unusable_reason() is None
     onnx = tmp_path / "m.int8.onnx"

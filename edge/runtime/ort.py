@@ -104,10 +104,7 @@ class OrtRunner(Runner):
                              path=self.path, fix="export with `ffd export` (output 'score' = P(fake) per face)")
         return y[:n]
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = self.check_batch(batch)
-        if batch.shape[0] == 0:
-            return np.zeros((0,), np.float32)
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
         step = self.max_batch or batch.shape[0]
         if step >= batch.shape[0]:
             return self._run(batch)
