@@ -99,7 +99,7 @@ def bench_e2e(video: str | os.PathLike, model: str | os.PathLike, backend: str =
     """The pipelined detect loop on ``video`` (every frame detected, nothing written): stage ms and fps."""
     from .video import run_detect
 
-    runner_kw = {"intra_op_threads": threads} if threads else {}
+    runner_kw = {"intra_op_threads": threads} if threads and backend == "ort" else {}
     st = run_detect(str(video), str(model), backend=backend, max_frames=max_frames, batch_size=batch_size,
                     detector_model=detector_model, runner_kw=runner_kw, rss_every=50, det_max_side=det_max_side)
     d = st.to_dict()

@@ -59,7 +59,7 @@ def collect_env() -> dict:
     import onnxruntime as ort
 
     from .faces.detector import find_yunet_model
-    from .runtime.base import auto_backend, trt_unusable_reason
+    from .runtime import auto_backend, trt_unusable_reason
 
     trt_reason = trt_unusable_reason()
     try:

@@ -348,8 +348,10 @@ def screen_archive(paths: Sequence[str | os.PathLike], model: str | os.PathLike,
             todo = todo[:limit]
         runner_kw = dict(runner_kw or {})
         n_workers = max(workers, 0)
-        if n_workers > 1 and str(model).endswith(".onnx"):
-            runner_kw.setdefault("intra_op_threads", 1)
+        if n_workers > 1 and str(model).endswith(".onnx"):  # one ORT thread per worker; dropped where TensorRT runs
+            from ..runtime import Default
+
+            runner_kw.setdefault("intra_op_threads", Default(1))
         init_args = (str(model), backend, None if detector_model is None else str(detector_model), runner_kw,
                      settings, 1 if n_workers > 1 else None)
         if ray_address is not None and todo:
