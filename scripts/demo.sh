@@ -3,8 +3,8 @@
 # set up -> extract faces -> pseudo-fakes -> train the dual-branch teacher -> distil the student (two-in-one KD)
 # -> evaluate -> calibrate the threshold -> export ONNX -> calibration set -> INT8 (TensorRT Q/DQ + ONNX Runtime CPU)
 # -> TensorRT-readiness check (+ engine build and trtexec-style bench where TensorRT and a GPU are) -> detect on images -> screen a folder of generated videos (SQLite + HTML report).
-# Small settings so it finishes in under 15 minutes on 2 CPU cores (SIZE, EPOCHS, T_PER_EPOCH, S_PER_EPOCH, RUN_DIR
-# override them); scripts/train_release.sh trains the release models longer. A re-run resumes training and skips
+# Small settings so it finishes in under 15 minutes on 2 CPU cores (SIZE, T_EPOCHS, S_EPOCHS, T_PER_EPOCH,
+# S_PER_EPOCH, MAX_PER_CLASS, RUN_DIR override them); scripts/train_release.sh trains the release models longer. A re-run resumes training and skips
 # finished extraction/screening.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +16,11 @@ export FFD_YUNET_MODEL=${FFD_YUNET_MODEL:-$SHARED/models/face_detection_yunet.on
 R=${RUN_DIR:-runs/demo}
 export FFD_WEIGHTS=${FFD_WEIGHTS:-$SHARED/models}   # ImageNet backbones (offline here; online: cache + URL)
 SIZE=${SIZE:-128}
-EPOCHS=${EPOCHS:-2}
-T_PER_EPOCH=${T_PER_EPOCH:-700}     # faces drawn per epoch, balanced per source
-S_PER_EPOCH=${S_PER_EPOCH:-1500}
+T_EPOCHS=${T_EPOCHS:-1}
+S_EPOCHS=${S_EPOCHS:-2}
+T_PER_EPOCH=${T_PER_EPOCH:-800}     # faces drawn per epoch, balanced per source
+S_PER_EPOCH=${S_PER_EPOCH:-900}
+CAP=${MAX_PER_CLASS:-300}           # faces per class and source (smaller validation/test parts: a demo)
 ffd() { .venv/bin/ffd "$@"; }
 step() { printf '\n== %s\n' "$*"; }
 mkdir -p "$R"
@@ -36,12 +38,12 @@ ffd faces blend "$R/faces/london" "$R/sbi_preview" --n 8
 DATA=(--data "timit=$R/faces/timit" --data "ciplab=$R/faces/ciplab" --data "london=$R/faces/london"
       --data "interfaces=$R/faces/interfaces")
 step "3/10 train the dual-branch teacher from ImageNet (EfficientNet-Lite2 spatial + FAD -> MobileNetV2 frequency)"
-ffd train teacher "${DATA[@]}" -o "$R/teacher" --size "$SIZE" --epochs "$EPOCHS" --samples-per-epoch "$T_PER_EPOCH" \
-    --lr 5e-4 --no-progress --resume
+ffd train teacher "${DATA[@]}" -o "$R/teacher" --size "$SIZE" --epochs "$T_EPOCHS" --samples-per-epoch "$T_PER_EPOCH" \
+    --max-per-class "$CAP" --lr 5e-4 --no-progress --resume
 
 step "4/10 distil the MobileNetV2 student (two-in-one KD); both print their per-source test table"
 ffd train student "${DATA[@]}" -o "$R/student" --kd two-in-one --teacher "$R/teacher/best.pt" \
-    --epochs "$EPOCHS" --samples-per-epoch "$S_PER_EPOCH" --lr 5e-4 --no-progress --resume
+    --epochs "$S_EPOCHS" --samples-per-epoch "$S_PER_EPOCH" --max-per-class "$CAP" --lr 5e-4 --no-progress --resume
 
 step "5/10 evaluate per source on the held-out parts + calibrate the threshold on the validation parts"
 ffd eval "$R/student/best.pt" "$R/faces/ciplab" --split test -o "$R/student_eval_ciplab.json" --roc "$R/student_roc.png"

@@ -115,9 +115,15 @@ def evaluate(ckpt: str | os.PathLike, data: Sequence[str | os.PathLike] | str | 
 
     model, card, blob = load_checkpoint(ckpt)
     paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    from .sources import _default_name, parse_source_arg, video_key
+
     # each dataset split on its own, exactly as training splits its sources (train.sources)
-    samples = [s for p in paths for s in select_split(load_pooled([p], max_per_class, seed), split, seed=seed,
-                                                      val=val, test=test)]
+    samples, names = [], []
+    for p in paths:
+        name, arg = parse_source_arg(p)
+        part = select_split(load_pooled([arg], max_per_class, seed), split, seed=seed, val=val, test=test)
+        samples += part
+        names += [name or _default_name(arg)] * len(part)
     labels = np.array([s.label for s in samples], np.int64)
     if not (np.any(labels == 0) and np.any(labels == 1)):
         have = "real" if np.any(labels == 0) else "fake"
@@ -126,8 +132,16 @@ def evaluate(ckpt: str | os.PathLike, data: Sequence[str | os.PathLike] | str | 
     dev = resolve_device(device)
     loader = make_loader(FaceDataset(samples, card.spec), batch_size, train=False)
     scores, _ = predict_scores(model.to(dev), loader, dev)
-    videos = [s.source or s.group for s in samples]
+    videos = [video_key(s) for s in samples]
     report = metrics_report(scores, labels, [s.method for s in samples], videos, card.threshold)
+    # per dataset, never only pooled: the pooled figures above hide a source at chance
+    per, src = {}, np.array(names, dtype=object)
+    for name in dict.fromkeys(names):
+        sel = src == name
+        if len(set(labels[sel].tolist())) == 2:
+            per[name] = metrics_report(scores[sel], labels[sel], [m for m, k in zip((s.method for s in samples), sel) if k],
+                                       [v for v, k in zip(videos, sel) if k], card.threshold)
+    report["per_source"] = per
     model.cpu()
     report.update(checkpoint=str(ckpt), model=card.name, threshold=card.threshold, spec=card.spec.to_dict(),
                   data=[str(p) for p in paths], split=split or "all", cost=model_cost(model, card.spec.size),

@@ -103,7 +103,7 @@ def eval_command(
 
     rep = evaluate(ckpt, data, out=out, roc=roc, split=split, seed=seed, val=val, test=test, batch_size=batch_size,
                    device=device, max_per_class=max_per_class)
-    short = {k: rep[k] for k in ("model", "split", "frame", "video", "per_method", "cost")}
+    short = {k: rep[k] for k in ("model", "split", "frame", "video", "per_method", "per_source", "cost")}
     typer.echo(json.dumps(short, indent=1, default=float))
 
 
