@@ -29,7 +29,6 @@ and a cache miss asks for a path.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError, ModelError
+from edge.runtime.engine_cache import sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -107,14 +107,6 @@ class LoadReport:
         if self.adapted:
             s += f"; adapted {', '.join(self.adapted)}"
         return s
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cache_dir() -> Path:

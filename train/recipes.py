@@ -140,12 +140,17 @@ def _fit(task, data, out, spec: PreprocessSpec, *, epochs: int, batch_size: int,
     Path(out, "history.json").write_text(json.dumps(result["history"], indent=1))
     # the figures that matter: per source on the held-out test parts, never pooled
     tests = eval_sets(td.sources, "test", sbi=True)
-    if tests and Path(result["best"]).is_file():
+    best, done = Path(result["best"]), Path(out, "eval_sources.json")
+    if tests and best.is_file():
         from .evaluate import evaluate_sets, format_table, record_in_checkpoint
 
-        report = evaluate_sets(result["best"], tests, device=device)
-        Path(out, "eval_sources.json").write_text(json.dumps(report, indent=1, default=float))
-        record_in_checkpoint(result["best"], report)
+        if done.is_file() and done.stat().st_mtime >= best.stat().st_mtime:  # a finished run re-run: kept
+            report = json.loads(done.read_text())
+        else:
+            report = evaluate_sets(best, tests, device=device)
+            done.write_text(json.dumps(report, indent=1, default=float))
+            record_in_checkpoint(best, report)
+            os.utime(done)  # newer than the rewritten checkpoint
         _log(f"held-out test, per source ({result['best']}):\n{format_table(report)}")
         result["test"] = report
     return result

@@ -33,7 +33,6 @@ right to left) with the mouth corners at 58 (image-left) and 62, inner lip 59-61
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -41,6 +40,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from ..errors import InputError, ModelError
+from ..runtime.engine_cache import sha256_file
 
 LANDMARK_ENV = "FFD_LANDMARK_MODEL"
 LANDMARK_FILENAME = "openseeface_lm_model0_opt.onnx"
@@ -97,14 +97,6 @@ def find_landmark_model(path: str | os.PathLike | None = None) -> Path:
     raise ModelError("the face-landmark model was not found" if where else "no face-landmark model was given",
                      path=where or None,
                      fix=f"pass --landmarks PATH/{LANDMARK_FILENAME} or set {LANDMARK_ENV}")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def crop_box(box: Sequence[float]) -> tuple[int, int, int, int]:

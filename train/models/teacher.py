@@ -42,22 +42,28 @@ class Branch(nn.Module):
         return self.stages(self.stem(x))
 
 
+def frequency_input(freq: str, in_chans: int, dct_block: int) -> tuple[nn.Module, int]:
+    """The frequency branch's input transform and its channel count: FAD (4 bands per channel) or SRM (3)."""
+    if freq not in FREQ_KINDS:
+        raise ConfigError(f"freq must be one of {FREQ_KINDS}, got {freq!r}")
+    if freq == "fad":
+        return FrequencyAwareDecomposition(in_chans, block=dct_block), in_chans * len(FrequencyAwareDecomposition.bands)
+    return SrmFilter(in_chans), in_chans * 3
+
+
 class DualBranchTeacher(nn.Module):
     def __init__(self, spatial_widths=(64, 128, 256, 512), spatial_depths=(1, 1, 1, 1),
                  freq_widths=(32, 64, 128, 256), freq_depths=(1, 1, 1, 1), freq: str = "fad",
                  dct_block: int = 8, num_classes: int = 2, in_chans: int = 3, drop_rate: float = 0.0):
         super().__init__()
-        if freq not in FREQ_KINDS:
-            raise ConfigError(f"freq must be one of {FREQ_KINDS}, got {freq!r}")
         self.num_classes, self.in_chans, self.freq_kind = num_classes, in_chans, freq
         self.spatial = Branch(in_chans, spatial_widths[0], spatial_widths, spatial_depths)
-        if freq == "fad":
-            self.freq_transform = FrequencyAwareDecomposition(in_chans, block=dct_block)
-            freq_in = in_chans * len(FrequencyAwareDecomposition.bands)
-        else:
-            self.freq_transform = SrmFilter(in_chans)
-            freq_in = in_chans * 3
+        self.freq_transform, freq_in = frequency_input(freq, in_chans, dct_block)
         self.freq = Branch(freq_in, freq_widths[0], freq_widths, freq_depths)
+        self._init_heads(num_classes, drop_rate)
+
+    def _init_heads(self, num_classes: int, drop_rate: float) -> None:
+        """Fused head on both pooled branch features + one auxiliary head per branch."""
         self.feature_dims = {"spatial": self.spatial.num_features, "freq": self.freq.num_features}
         self.num_features = sum(self.feature_dims.values())
         self.feature_reduction = 32
@@ -127,31 +133,21 @@ class PretrainedDualTeacher(nn.Module):
                  dct_block: int = 8, num_classes: int = 2, in_chans: int = 3, drop_rate: float = 0.2,
                  pretrained: bool = False):
         super().__init__()
-        if freq not in FREQ_KINDS:
-            raise ConfigError(f"freq must be one of {FREQ_KINDS}, got {freq!r}")
         if pretrained not in (True, False):
             raise ConfigError(f"the {spatial} + {freq_body} teacher loads two weight files, so pretrained= cannot "
                               f"name one ({pretrained!r})",
                               fix="pass a weights folder (--pretrained DIR or FFD_WEIGHTS=DIR)")
         self.num_classes, self.in_chans, self.freq_kind = num_classes, in_chans, freq
         self.spatial = _body(spatial, pretrained, in_chans)
-        if freq == "fad":
-            self.freq_transform = FrequencyAwareDecomposition(in_chans, block=dct_block)
-            freq_in = in_chans * len(FrequencyAwareDecomposition.bands)
-        else:
-            self.freq_transform = SrmFilter(in_chans)
-            freq_in = in_chans * 3
+        self.freq_transform, freq_in = frequency_input(freq, in_chans, dct_block)
         self.freq = _body(freq_body, pretrained, freq_in)
         self.pretrained_cfg = getattr(self.spatial, "pretrained_cfg", None)
-        self.feature_dims = {"spatial": self.spatial.num_features, "freq": self.freq.num_features}
-        self.num_features = sum(self.feature_dims.values())
-        self.feature_reduction = 32
-        self.head = ClassifierHead(self.num_features, num_classes, drop_rate)
-        self.aux_heads = nn.ModuleDict({k: ClassifierHead(c, num_classes, drop_rate) for k, c in self.feature_dims.items()})
+        self._init_heads(num_classes, drop_rate)
 
     def forward_features(self, x) -> dict[str, torch.Tensor]:
         return {"spatial": self.spatial.forward_features(x), "freq": self.freq.forward_features(self.freq_transform(x))}
 
+    _init_heads = DualBranchTeacher._init_heads
     forward_head = DualBranchTeacher.forward_head
     forward_branch_heads = DualBranchTeacher.forward_branch_heads
     forward = DualBranchTeacher.forward
