@@ -77,7 +77,7 @@ def main(argv=None):
         ck = work / f"student_{size}.pt"
         save_checkpoint(ck, model, c, model_kwargs=blob["model_kwargs"], config=blob["config"], metrics=blob["metrics"])
         onnx_path = work / f"student_{size}.onnx"
-        export_onnx(ck, onnx_path, verbose=False)
+        export_onnx(ck, onnx_path, parity_data=[faces / "london" / "crops"], verbose=False)
         calib = work / f"calib_{size}"
         build_calibset(onnx_path, [shared / "london_faces" / "smiling", shared / "interfaces_cc0" / "img_500"], calib,
                        n=args.calib_n)
