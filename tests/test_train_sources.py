@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from media import write_face_png
 
 torch = pytest.importorskip("torch")
 
@@ -34,12 +35,7 @@ def _s(path: str, label: int = REAL, group: str | None = None, *, split: str | N
 
 
 def _png(path: Path, seed: int, size: int = 32) -> Path:
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-    cv2.ellipse(img, (size // 2, size // 2), (size // 3, size // 2 - 3), 0, 0, 360, (90, 130, 190), -1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), img)
-    return path
+    return write_face_png(path, seed, size, pad=3)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
@@ -492,18 +488,6 @@ def test_extract_resumes_an_old_manifest_without_split(tmp_path, london_neutral,
 # ================================================================================================
 # train.recipes: build_model, build_datasets
 # ================================================================================================
-@pytest.fixture
-def no_downloads(monkeypatch, tmp_path):
-    import train.pretrained as tp
-
-    monkeypatch.delenv("FFD_WEIGHTS", raising=False)
-    monkeypatch.setenv("FFD_CACHE", str(tmp_path / "cache"))
-
-    def no_network(url, dest, prefix):
-        raise AssertionError("a test tried to download")
-    monkeypatch.setattr(tp, "_download", no_network)
-
-
 def test_build_model_without_pretrained_weights(no_downloads, tmp_path):
     from train.recipes import build_model
 
