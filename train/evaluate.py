@@ -135,13 +135,9 @@ def evaluate(ckpt: str | os.PathLike, data: Sequence[str | os.PathLike] | str | 
     videos = [video_key(s) for s in samples]
     report = metrics_report(scores, labels, [s.method for s in samples], videos, card.threshold)
     # per dataset, never only pooled: the pooled figures above hide a source at chance
-    per, src = {}, np.array(names, dtype=object)
-    for name in dict.fromkeys(names):
-        sel = src == name
-        if len(set(labels[sel].tolist())) == 2:
-            per[name] = metrics_report(scores[sel], labels[sel], [m for m, k in zip((s.method for s in samples), sel) if k],
-                                       [v for v, k in zip(videos, sel) if k], card.threshold)
-    report["per_source"] = per
+    src = np.array(names, dtype=object)
+    sets = {n: (scores[src == n], labels[src == n], [s for s, k in zip(samples, src == n) if k]) for n in dict.fromkeys(names)}
+    report["per_source"] = report_sets({n: v for n, v in sets.items() if len(set(v[1].tolist())) == 2}, card.threshold)
     model.cpu()
     report.update(checkpoint=str(ckpt), model=card.name, threshold=card.threshold, spec=card.spec.to_dict(),
                   data=[str(p) for p in paths], split=split or "all", cost=model_cost(model, card.spec.size),

@@ -110,6 +110,13 @@ def build_datasets(data, spec: PreprocessSpec, *, sbi: bool = True, seed: int = 
     return TrainData(train_ds, weights, val_sets, sources, summary)
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return None
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -144,13 +151,13 @@ def _fit(task, data, out, spec: PreprocessSpec, *, epochs: int, batch_size: int,
     if tests and best.is_file():
         from .evaluate import evaluate_sets, format_table, record_in_checkpoint
 
-        if done.is_file() and done.stat().st_mtime >= best.stat().st_mtime:  # a finished run re-run: kept
-            report = json.loads(done.read_text())
-        else:
+        report = _read_json(done) if done.is_file() and done.stat().st_mtime >= best.stat().st_mtime else None
+        if report is None:  # not yet, or older than best.pt: score it (a finished run re-run keeps its report)
             report = evaluate_sets(best, tests, device=device)
-            done.write_text(json.dumps(report, indent=1, default=float))
             record_in_checkpoint(best, report)
-            os.utime(done)  # newer than the rewritten checkpoint
+            tmp = done.with_name(done.name + ".tmp")  # whole or not at all: a kill never leaves half a report
+            tmp.write_text(json.dumps(report, indent=1, default=float))
+            os.replace(tmp, done)  # after the checkpoint rewrite, so the report is the newer file
         _log(f"held-out test, per source ({result['best']}):\n{format_table(report)}")
         result["test"] = report
     return result
@@ -184,18 +191,8 @@ def build_model(name: str, model_kwargs: dict | None = None, pretrained: bool | 
                           "model (mobilenetv2_100, efficientnet_lite0/2, teacher_dual_lite2)")
     if pretrained is True:
         return create_model(name, pretrained=True, **kw), "imagenet"
-    p = Path(pretrained)
-    if p.is_dir():
-        old = os.environ.get("FFD_WEIGHTS")
-        os.environ["FFD_WEIGHTS"] = str(p)
-        try:
-            return create_model(name, pretrained=True, **kw), f"imagenet ({p})"
-        finally:
-            if old is None:
-                os.environ.pop("FFD_WEIGHTS", None)
-            else:
-                os.environ["FFD_WEIGHTS"] = old
-    return create_model(name, pretrained=str(p), **kw), f"imagenet ({p.name})"
+    p = Path(pretrained)  # a weight file or a folder of them: train.pretrained.resolve_weights takes both
+    return create_model(name, pretrained=str(p), **kw), f"imagenet ({p if p.is_dir() else p.name})"
 
 
 def _spec_from_model(net, spec: PreprocessSpec) -> PreprocessSpec:

@@ -212,6 +212,23 @@ def default_group(path: Path, src: Path) -> str:
     return path.stem
 
 
+GROUP_COLUMNS = ("group", "person", "identity")  # the split unit of a listed file, first non-empty wins
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def listed_group(row: dict[str, str]) -> str:
+    """A CSV row's group: ``group``, else ``person``/``identity`` (DeepfakeTIMIT's labels.csv); "" when none."""
+    return next(((row.get(k) or "").strip() for k in GROUP_COLUMNS if (row.get(k) or "").strip()), "")
+
+
+def listed_split(row: dict[str, str]) -> str:
+    """A CSV row's official split (train/val/test) or ""; ValueError for another value."""
+    v = (row.get("split") or "").strip().lower()
+    if v and v not in SPLIT_NAMES:
+        raise ValueError(f"unknown split {v!r} in the split column")
+    return v
+
+
 def source_labels(src: Path) -> dict[str, dict[str, str]]:
     """Per-file label, group, method and official split from ``src/labels.csv`` (a CSV manifest
     ``path,label[,group|person,method,split]`` beside the media, as DeepfakeTIMIT ships it), keyed
@@ -229,11 +246,11 @@ def source_labels(src: Path) -> dict[str, dict[str, str]]:
         lab = _CSV_LABELS.get((row.get("label") or "").strip().lower())
         if lab is None:
             raise InputError(f"line {i}: unknown label {row.get('label')!r}", path=f, fix="labels are real/fake or 0/1")
-        split = (row.get("split") or "").strip().lower()
-        if split not in ("", "train", "val", "test"):
-            raise InputError(f"line {i}: unknown split {split!r}", path=f, fix="use train, val or test")
-        group = next(((row.get(k) or "").strip() for k in ("group", "person", "identity") if (row.get(k) or "").strip()), "")
-        out[str((src / row["path"].strip()).absolute())] = {"label": lab, "group": group, "split": split,
+        try:
+            split = listed_split(row)
+        except ValueError as e:
+            raise InputError(f"line {i}: {e}", path=f, fix="use train, val or test") from e
+        out[str((src / row["path"].strip()).absolute())] = {"label": lab, "group": listed_group(row), "split": split,
                                                              "method": (row.get("method") or "").strip()}
     return out
 

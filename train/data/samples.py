@@ -141,6 +141,8 @@ def read_csv_manifest(csv_path: Path) -> list[Sample]:
     """``path,label[,group,method,source,frame,split]``; without ``group`` (or ``person``) each file stem is its own
     group (so one image listed in two variants, like ciplab's ``full_160``/``face_crops``,
     stays on one side). Add a ``group`` column when several files come from one video."""
+    from edge.faces.extract import listed_group
+
     rows = _read_csv(csv_path)
     if rows and not {"path", "label"} <= set(rows[0]):
         raise DatasetError(f"CSV manifest needs columns path,label; found {sorted(rows[0])}",
@@ -151,28 +153,20 @@ def read_csv_manifest(csv_path: Path) -> list[Sample]:
         p = Path(rel) if os.path.isabs(rel) else csv_path.parent / rel
         label = parse_label(row["label"], path=csv_path)
         method = row.get("method", "").strip() or ("real" if label == REAL else "fake" if label == FAKE else "")
-        out.append(Sample(path=str(p), label=label, group=_row_group(row) or Path(rel).stem,
+        out.append(Sample(path=str(p), label=label, group=listed_group(row) or Path(rel).stem,
                           method=method, source=row.get("source", "").strip(),
                           frame=_int_or_none(row.get("frame")), split=_row_split(row, csv_path)))
     return out
 
 
-def _row_group(row: dict[str, str]) -> str:
-    """The split unit of a CSV row: ``group``, else ``person``/``identity`` (DeepfakeTIMIT's labels.csv)."""
-    for k in ("group", "person", "identity"):
-        if row.get(k, "").strip():
-            return row[k].strip()
-    return ""
-
-
 def _row_split(row: dict[str, str], where: Path) -> str | None:
     """An official split from a ``split`` column (train/val/test), else None (hash split)."""
-    v = row.get("split", "").strip().lower()
-    if not v:
-        return None
-    if v not in ("train", "val", "test"):
-        raise DatasetError(f"unknown split {v!r} in the split column", path=where, fix="use train, val or test")
-    return v
+    from edge.faces.extract import listed_split
+
+    try:
+        return listed_split(row) or None
+    except ValueError as e:
+        raise DatasetError(str(e), path=where, fix="use train, val or test") from e
 
 
 # --- (c) real/ fake/ folders and plain image folders ----------------------------------------

@@ -18,6 +18,8 @@ Contract:
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
@@ -126,14 +128,14 @@ class PretrainedDualTeacher(nn.Module):
     of ``freq_body`` (default MobileNetV2), whose stem is adapted from 3 to 12 input channels
     (:mod:`train.pretrained`). Same contract as :class:`DualBranchTeacher` (``feature_dims``,
     ``forward_branch_heads``, output stride 32). ``pretrained`` initialises both bodies; a
-    single file cannot hold both, so it is ``True`` (resolved per backbone) or ``False``.
+    single file cannot hold both, so it is ``True`` (resolved per backbone), a folder of weight files, or ``False``.
     """
 
     def __init__(self, spatial: str = "efficientnet_lite2", freq_body: str = "mobilenetv2_100", freq: str = "fad",
                  dct_block: int = 8, num_classes: int = 2, in_chans: int = 3, drop_rate: float = 0.2,
-                 pretrained: bool = False):
+                 pretrained: bool | str = False):
         super().__init__()
-        if pretrained not in (True, False):
+        if pretrained not in (True, False) and not Path(pretrained).is_dir():
             raise ConfigError(f"the {spatial} + {freq_body} teacher loads two weight files, so pretrained= cannot "
                               f"name one ({pretrained!r})",
                               fix="pass a weights folder (--pretrained DIR or FFD_WEIGHTS=DIR)")
@@ -154,6 +156,6 @@ class PretrainedDualTeacher(nn.Module):
 
 
 @register_model
-def teacher_dual_lite2(pretrained: bool = False, **kwargs) -> PretrainedDualTeacher:
+def teacher_dual_lite2(pretrained: bool | str = False, **kwargs) -> PretrainedDualTeacher:
     """EfficientNet-Lite2 spatial branch + FAD -> MobileNetV2 frequency branch, ImageNet-initialised; ~7.1 M params."""
     return PretrainedDualTeacher(pretrained=pretrained, **kwargs)
