@@ -37,6 +37,19 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
+def declared_models(pattern: str = "*") -> list[str]:
+    """Entry-point names declared in ``train/models/`` (read from the source, without importing torch:
+    what ``ffd train --help`` lists)."""
+    import fnmatch
+    import re
+    from pathlib import Path
+
+    names = []
+    for f in sorted((Path(__file__).parent / "models").glob("*.py")):
+        names += re.findall(r"@register_model\s+def\s+(\w+)", f.read_text(encoding="utf-8"))
+    return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
+
+
 def is_model(name: str) -> bool:
     _load()
     return name in _REGISTRY

@@ -14,16 +14,9 @@ import typer
 from .options import Device, Seed
 
 def _models(pattern: str) -> str:
-    """Registered model names for --help, read from the registry's source files without importing torch."""
-    import fnmatch
-    import re
-    from pathlib import Path
+    from train.registry import declared_models
 
-    root = Path(__file__).resolve().parents[2] / "train" / "models"
-    names = []
-    for f in sorted(root.glob("*.py")):
-        names += re.findall(r"@register_model\s+def\s+(\w+)", f.read_text(encoding="utf-8"))
-    return ", ".join(sorted(n for n in names if fnmatch.fnmatch(n, pattern))) or "see train/models"
+    return ", ".join(declared_models(pattern)) or "see train/models"
 
 
 train_app = typer.Typer(no_args_is_help=True, help="Train teachers and distilled students.")
