@@ -4,7 +4,10 @@
 card (read by the runner from the ONNX metadata or engine sidecar), the face detector the
 card's spec names (:meth:`FaceDetector.from_spec`), :func:`crop_face` and
 :func:`~edge.spec.preprocess`, and a runner from :func:`~edge.runtime.open_runner`. So a
-deployed model crops and normalises faces exactly as it was trained.
+deployed model crops and normalises faces exactly as it was trained. Its stage methods
+(:meth:`~ForgeryDetector.detect_and_crop`, :meth:`~ForgeryDetector.prepare`,
+:meth:`~ForgeryDetector.submit`, :meth:`~ForgeryDetector.face_results`) are what
+:meth:`~ForgeryDetector.process_batch` and the concurrent :class:`edge.video.Pipeline` are made of.
 
 Thread-safety: an instance owns its runner and its OpenCV face detector, neither of which is
 safe to share between threads. Use one ``ForgeryDetector`` per thread (or process); close it
@@ -22,6 +25,7 @@ import numpy as np
 
 from .errors import ConfigError, FfdError
 from .faces import Detection, FaceDetector, as_bgr, crop_face
+from .runtime.base import Done
 from .spec import ModelCard, preprocess
 
 
@@ -38,10 +42,14 @@ class FaceResult:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The rounded record fields of every ``ffd detect`` line (box, det_score, score, label; ``track_id``
+        and ``raw_score`` when a pipeline set them): the one place records are rounded."""
         d = {"box": [round(float(v), 1) for v in self.box], "det_score": round(float(self.det_score), 4),
              "score": round(float(self.score), 5), "label": self.label}
         if self.track_id is not None:
             d["track_id"] = self.track_id
+        if "raw_score" in self.extra:
+            d["raw_score"] = round(float(self.extra["raw_score"]), 5)
         return d
 
 
@@ -85,10 +93,51 @@ class ForgeryDetector:
             self._detector = FaceDetector.from_spec(self.spec, self._detector_model, max_side=self.det_max_side)
         return self._detector
 
-    # --- building blocks -------------------------------------------------------------------
+    # --- stages: what process_batch and edge.video.Pipeline are made of ---------------------
     def detect_faces(self, frame_bgr: np.ndarray) -> list[Detection]:
+        """The faces of one frame, largest first (``max_faces``, ``min_face`` applied)."""
         dets = [d for d in self.detector.detect(frame_bgr) if max(d.box[2], d.box[3]) >= self.min_face]
         return dets[: self.max_faces] if self.max_faces else dets
+
+    def crop_faces(self, frame_bgr: np.ndarray, dets: Sequence[Detection]) -> list[np.ndarray]:
+        """The uint8 BGR crops of ``dets`` per the model's spec (:func:`~edge.faces.crop_face`)."""
+        return [crop_face(frame_bgr, d, self.spec)[0] for d in dets]
+
+    def detect_and_crop(self, frame_bgr: np.ndarray) -> tuple[list[Detection], list[np.ndarray]]:
+        """Stage 1 of a frame: its faces and their crops (any decoded image: grey, BGRA, 16-bit)."""
+        frame = as_bgr(frame_bgr)
+        dets = self.detect_faces(frame)
+        return dets, self.crop_faces(frame, dets)
+
+    def prepare(self, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        """Stage 2: crops (any size) -> the model's float32 NCHW batch (:func:`~edge.spec.preprocess`)."""
+        if len(crops_bgr) == 0:
+            s = self.spec.size
+            return np.zeros((0, 3, s, s), np.float32)
+        return preprocess(crops_bgr, self.spec)
+
+    def submit(self, batch: np.ndarray):
+        """Stage 3: start the inference of a prepared batch; ``.result()`` gives its (N,) P(fake).
+
+        On TensorRT it returns at once (the caller prepares the next batch meanwhile); ONNX Runtime runs now.
+        """
+        if len(batch) == 0:
+            return Done(np.zeros((0,), np.float32))
+        return self.runner.infer_async(batch)
+
+    def face_results(self, dets: Sequence[Detection], scores: Sequence[float],
+                     tracks: Sequence[tuple[int, float]] | None = None) -> list[FaceResult]:
+        """Stage 4: one frame's :class:`FaceResult` list from its detections and their scores.
+
+        ``tracks`` (a tracker's ``(track_id, smoothed score)`` per detection): the result carries the
+        track and the smoothed score (labelled by the card), the model's own in ``extra["raw_score"]``.
+        """
+        if tracks is None:
+            return [FaceResult(d.box, d.landmarks, d.score, float(s), self.card.label(float(s)))
+                    for d, s in zip(dets, scores)]
+        return [FaceResult(d.box, d.landmarks, d.score, float(sm), self.card.label(float(sm)), track_id=tid,
+                           extra={"raw_score": float(raw)})
+                for d, raw, (tid, sm) in zip(dets, scores, tracks)]
 
     def classify_crops(self, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 BGR face crops (any size; resized per the spec) -> float32 (N,) P(fake).
@@ -100,7 +149,7 @@ class ForgeryDetector:
             return np.zeros((0,), np.float32)
         scores, pending = [], None
         for i in range(0, len(crops_bgr), self.batch_size):
-            job = self.runner.infer_async(preprocess(crops_bgr[i:i + self.batch_size], self.spec))
+            job = self.submit(self.prepare(crops_bgr[i:i + self.batch_size]))
             if pending is not None:
                 scores.append(pending.result())
             pending = job
@@ -115,19 +164,14 @@ class ForgeryDetector:
         """Detect in every frame, classify all their faces together (batched), one list per frame."""
         per_frame, crops = [], []
         for frame in frames_bgr:
-            frame = as_bgr(frame)
-            dets = self.detect_faces(frame)
+            dets, frame_crops = self.detect_and_crop(frame)
             per_frame.append(dets)
-            crops.extend(crop_face(frame, d, self.spec)[0] for d in dets)
+            crops.extend(frame_crops)
         scores = self.classify_crops(crops)
         out, k = [], 0
         for dets in per_frame:
-            res = []
-            for d in dets:
-                s = float(scores[k])
-                k += 1
-                res.append(FaceResult(d.box, d.landmarks, d.score, s, self.card.label(s)))
-            out.append(res)
+            out.append(self.face_results(dets, scores[k:k + len(dets)]))
+            k += len(dets)
         return out
 
     def close(self) -> None:

@@ -4,9 +4,12 @@ Four stages run concurrently and talk through *bounded* queues, so the slowest s
 the rate:
 
 ``decode`` (thread: ``source.read``) → ``detect`` (thread: face detection + crops) →
-``classify`` (thread: batches the crops of every frame waiting, one ``runner.infer`` per
-batch, then IoU tracking and per-track score smoothing, :mod:`edge.tracking`) → ``output``
-(the caller's thread: overlay, annotated video, JSON lines).
+``classify`` (thread: batches the crops of every frame waiting, one inference per batch, then
+IoU tracking and per-track score smoothing, :mod:`edge.tracking`) → ``output`` (the caller's
+thread: overlay, annotated video, JSON lines). The detect and classify stages are the
+:class:`~edge.detector.ForgeryDetector`'s own stage methods (``detect_faces``/``crop_faces``,
+``prepare``, ``submit``, ``face_results``): crops, normalising and results are made as in
+``ForgeryDetector.process``, never a second way here.
 
 OpenCV and ONNX Runtime release the GIL, so threads overlap on several cores. For a live
 source (camera, stream, or a file with ``live=True``) the decode stage never waits: when the
@@ -217,9 +220,7 @@ class Pipeline:
         st.end = st.end or "stopped"
 
     def _detect(self) -> None:
-        from .faces import crop_face
-
-        spec, ms = self.fd.spec, self.stats.stage_ms
+        ms = self.stats.stage_ms
         while True:
             fr = self._get(self._q_dec)
             if fr is _END:
@@ -227,7 +228,7 @@ class Pipeline:
             t0 = time.perf_counter()
             dets = self.fd.detect_faces(fr.image)
             t1 = time.perf_counter()
-            crops = [crop_face(fr.image, d, spec)[0] for d in dets]
+            crops = self.fd.crop_faces(fr.image, dets)
             t2 = time.perf_counter()
             ms["detect"].append((t1 - t0) * 1e3)
             if not self._put(self._q_det, (fr, dets, crops, (t2 - t1) * 1e3)):
@@ -241,8 +242,6 @@ class Pipeline:
         collected, so that host work overlaps the GPU's (TensorRT; ONNX Runtime runs at submit).
         With nothing waiting, n is collected at once: overlap never delays a result.
         """
-        from .spec import normalize
-
         pending = None  # the submitted batch whose scores are not collected yet
         while True:
             if pending is None:
@@ -260,9 +259,9 @@ class Pipeline:
             items, end = self._gather(item)
             crops = [c for it in items for c in it[2]]
             t0 = time.perf_counter()
-            batch = normalize(np.stack(crops), self.fd.spec) if crops else None
+            batch = self.fd.prepare(crops)
             t1 = time.perf_counter()
-            job = self.fd.runner.infer_async(batch) if crops else None
+            job = self.fd.submit(batch)
             submitted = (items, job, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3)
             if pending is not None and not self._emit(*pending):  # batch n, while n+1 runs
                 return
@@ -288,12 +287,10 @@ class Pipeline:
 
     def _emit(self, items: list, job, norm_ms: float, submit_ms: float) -> bool:
         """Collect a submitted batch's scores, track and smooth them, and pass each frame on."""
-        from .detector import FaceResult
-
         t0 = time.perf_counter()
-        scores = job.result() if job is not None else np.zeros(0, np.float32)
+        scores = job.result()
         infer_ms = submit_ms + (time.perf_counter() - t0) * 1e3  # time this stage spent on inference
-        card, ms = self.fd.card, self.stats.stage_ms
+        ms = self.stats.stage_ms
         k = 0
         for fr, dets, _, crop_ms in items:
             s = scores[k:k + len(dets)]
@@ -301,9 +298,7 @@ class Pipeline:
             ms["preprocess"].append(crop_ms + norm_ms / len(items))
             ms["infer"].append(infer_ms / len(items))
             tracked = self.tracker.update(fr.index, [d.box for d in dets], s)
-            faces = [FaceResult(d.box, d.landmarks, d.score, float(sm), card.label(float(sm)), track_id=tid,
-                                extra={"raw_score": float(raw)})
-                     for d, raw, (tid, sm) in zip(dets, s, tracked)]
+            faces = self.fd.face_results(dets, s, tracked)
             if not self._put(self._q_out, (fr, faces)):
                 return False
         return True
@@ -445,10 +440,9 @@ def detect_stream(source: str | int | Source, model, *, backend: str = "auto", d
                     if cv2.waitKey(1) & 0xFF in (27, ord("q")):
                         break
             for f in faces:
+                rec = f.to_dict()  # rounded once, as every record
                 yield {"source": fr.origin or src.uri, "time": round(fr.timestamp_s, 3), "frame": fr.index,
-                       "track": f.track_id, "box": [round(float(v), 1) for v in f.box],
-                       "score": round(f.score, 5), "raw_score": round(f.extra["raw_score"], 5),
-                       "det_score": round(float(f.det_score), 4), "label": f.label}
+                       "track": rec.pop("track_id"), **rec}
     finally:
         if writer is not None:
             writer.close()

@@ -87,6 +87,23 @@ def test_embeddable_pipeline_process_api(face_clip, tiny_onnx):
     assert len(res) == 1 and 0.0 <= res[0].score <= 1.0 and res[0].label in ("real", "fake")
 
 
+def test_pipeline_uses_the_detector_stages(face_clip, tiny_onnx):
+    """The pipeline's raw scores and boxes are ForgeryDetector.process's (one crop, one normalising, one result)."""
+    from edge.detector import ForgeryDetector
+    from edge.sources import open_source
+    from edge.video import Pipeline
+
+    with ForgeryDetector(tiny_onnx) as fd, open_source(str(face_clip)) as src:
+        piped = [(fr.image, faces) for fr, faces in Pipeline(src, fd, max_frames=4)]
+        direct = [fd.process(img) for img, _ in piped]
+        assert fd.prepare([]).shape == (0, 3, fd.spec.size, fd.spec.size) and fd.submit(fd.prepare([])).result().size == 0
+    assert len(piped) == 4 and all(faces for _, faces in piped)
+    for (_, faces), ref in zip(piped, direct):
+        assert [f.box for f in faces] == [r.box for r in ref]
+        assert [f.extra["raw_score"] for f in faces] == pytest.approx([r.score for r in ref], abs=1e-6)
+        assert all(f.track_id is not None and "raw_score" in f.to_dict() for f in faces)
+
+
 def test_missing_source_is_a_clear_error(tiny_onnx, tmp_path):
     from edge.sources import SourceError
     from edge.video import run_detect
