@@ -60,7 +60,7 @@ def read_card(model: str | os.PathLike) -> ModelCard:
 
 # --- faces from sources -------------------------------------------------------------------
 def _images(folder: Path) -> list[Path]:
-    from edge.detector import iter_image_files
+    from edge.media import iter_image_files
 
     if not folder.exists():
         raise CalibrationError("calibration source not found", path=folder, fix="check the --data/--crops path")

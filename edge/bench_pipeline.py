@@ -7,7 +7,7 @@ precision is read from the model (``int8`` when the ONNX graph has QuantizeLinea
 Integer ops, ``fp16`` with half-precision weights, else ``fp32``; engines: their sidecar).
 TensorRT engines go through :func:`edge.runtime.trt.bench_engine` (H2D/compute/D2H split).
 
-*Pipeline*: :func:`edge.video.run_detect` on a video with detection on every frame: ms per frame
+*Pipeline*: :func:`edge.detect.run_detect` on a video with detection on every frame: ms per frame
 of decode, detect, preprocess (crop + normalise), infer and output, the achieved fps and the
 slowest stage.
 
@@ -97,7 +97,7 @@ def bench_e2e(video: str | os.PathLike, model: str | os.PathLike, backend: str =
               max_frames: int | None = 300, batch_size: int = 16, detector_model=None,
               det_max_side: int | None = None) -> dict:
     """The pipelined detect loop on ``video`` (every frame detected, nothing written): stage ms and fps."""
-    from .video import run_detect
+    from .detect import run_detect
 
     runner_kw = {"intra_op_threads": threads} if threads and backend == "ort" else {}
     st = run_detect(str(video), str(model), backend=backend, max_frames=max_frames, batch_size=batch_size,

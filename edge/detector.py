@@ -11,22 +11,23 @@ deployed model crops and normalises faces exactly as it was trained. Its stage m
 
 Thread-safety: an instance owns its runner and its OpenCV face detector, neither of which is
 safe to share between threads. Use one ``ForgeryDetector`` per thread (or process); close it
-with :meth:`close` or a ``with`` block. :func:`detect_paths` is the library function behind
-``ffd detect`` for images and folders (JSON-lines records; a bad file is a record, not a crash).
+with :meth:`close` or a ``with`` block. ``ffd detect`` itself (images, folders, videos, cameras) is
+:mod:`edge.detect`.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .errors import ConfigError, FfdError
+from .errors import ConfigError
 from .faces import Detection, FaceDetector, as_bgr, crop_face
 from .runtime.base import Done
 from .spec import ModelCard, preprocess
+
+DEFAULT_DET_MAX_SIDE = 640  # px: the longer side frames are downscaled to for face detection
 
 
 @dataclass
@@ -68,7 +69,7 @@ class ForgeryDetector:
     def __init__(self, model_path: str | os.PathLike, backend: str = "auto",
                  detector_model: str | os.PathLike | None = None, batch_size: int = 32,
                  max_faces: int | None = None, min_face: float = 0.0, card: ModelCard | None = None,
-                 det_max_side: int = 640, **runner_kw):
+                 det_max_side: int = DEFAULT_DET_MAX_SIDE, **runner_kw):
         from .runtime import Default, open_runner
 
         if batch_size < 1:
@@ -86,6 +87,17 @@ class ForgeryDetector:
         self._detector_model = detector_model
         self.det_max_side = int(det_max_side)
         self._detector: FaceDetector | None = None  # built on first use: classify_crops needs none
+
+    @property
+    def det_max_side(self) -> int:
+        """The longer side (px) frames are downscaled to for face detection; may change between frames."""
+        return self._det_max_side
+
+    @det_max_side.setter
+    def det_max_side(self, side: int) -> None:
+        self._det_max_side = int(side)
+        if getattr(self, "_detector", None) is not None:
+            self._detector.max_side = self._det_max_side
 
     @property
     def detector(self) -> FaceDetector:
@@ -185,59 +197,3 @@ class ForgeryDetector:
 
     def __exit__(self, *exc):
         self.close()
-
-
-# --- images and folders (`ffd detect`) ----------------------------------------------------
-def iter_image_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
-    """Files as given (a non-image becomes an error record), folders searched recursively for images."""
-    from .media import media_files
-
-    for p in map(Path, paths):
-        if p.is_dir():
-            yield from media_files(p, videos=False)
-        else:
-            yield p
-
-
-def detect_paths(paths: Iterable[str | os.PathLike], model: str | os.PathLike | ForgeryDetector,
-                 backend: str = "auto", detector_model: str | os.PathLike | None = None,
-                 batch_size: int = 32, max_faces: int | None = None, **runner_kw) -> Iterator[dict]:
-    """Images/folders -> one record per face: ``{file, face, box, det_score, score, label}``.
-
-    A file without faces gives ``{file, face: None, faces: 0}``; an unreadable one
-    ``{file, face: None, error, error_type}``. Files are read and classified ``batch_size``
-    images at a time, records come out in input order.
-    """
-    from .media import read_image
-
-    own = not isinstance(model, ForgeryDetector)
-    det = (ForgeryDetector(model, backend, detector_model=detector_model, batch_size=batch_size, max_faces=max_faces,
-                           **runner_kw) if own else model)
-    try:
-        files = iter_image_files(paths)
-        while True:
-            chunk, frames, errors = [], [], {}
-            for f in files:
-                chunk.append(f)
-                try:
-                    frames.append(read_image(f))
-                except FfdError as e:
-                    errors[len(chunk) - 1] = e
-                if len(frames) >= batch_size:
-                    break
-            if not chunk:
-                return
-            results = iter(det.process_batch(frames))
-            for i, f in enumerate(chunk):
-                if i in errors:
-                    e = errors[i]
-                    yield {"file": str(f), "face": None, "error": e.message, "error_type": type(e).__name__}
-                    continue
-                faces = next(results)
-                if not faces:
-                    yield {"file": str(f), "face": None, "faces": 0}
-                for k, r in enumerate(faces):
-                    yield {"file": str(f), "face": k, **r.to_dict()}
-    finally:
-        if own:
-            det.close()

@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -69,6 +69,15 @@ def media_files(folder: str | os.PathLike, images: bool = True, videos: bool = T
     return sorted(p for p in root.rglob("*")
                   if not any(part.startswith(".") for part in p.relative_to(root).parts) and p.is_file()
                   and ((images and is_image(p)) or (videos and is_video(p))))
+
+
+def iter_image_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Files as given (a non-image becomes an error record downstream), folders searched recursively for images."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from media_files(p, videos=False)
+        else:
+            yield p
 
 
 def _check_file(path: Path) -> None:

@@ -16,11 +16,9 @@ source (camera, stream, or a file with ``live=True``) the decode stage never wai
 detect queue is full it drops the oldest frame (counted in ``dropped``), so a slow classifier
 costs frames, never memory or latency. For files nothing is dropped; decode simply waits.
 
-:class:`Pipeline` is the embeddable form (iterate it for ``(frame, [FaceResult])``);
-:func:`detect_stream` yields the JSON records of ``ffd detect`` and writes the optional
-annotated video and overlay window; both fill a :class:`DetectStats` (achieved fps, per-stage
-ms, drops, RSS samples). :func:`detect_sources` is ``ffd detect`` itself: images and
-folders to :func:`edge.detector.detect_paths`, the other sources to :func:`detect_stream`.
+:class:`Pipeline` is the embeddable form (iterate it for ``(frame, [FaceResult])``); it fills a
+:class:`DetectStats` (achieved fps, per-stage ms, drops, RSS samples). ``draw_faces``,
+``VideoOut`` and ``display_available`` are the outputs; ``ffd detect`` itself is :mod:`edge.detect`.
 """
 from __future__ import annotations
 
@@ -31,13 +29,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 
 from .bench import current_rss_mb, peak_rss_mb, percentiles
 from .errors import ConfigError
-from .sources import EndOfStream, Frame, Source, SourceError, SourceTimeout, open_source
+from .sources import EndOfStream, Frame, Source, SourceError, SourceTimeout
 
 STAGES = ("decode", "detect", "preprocess", "infer", "output")
 _END = object()
@@ -397,155 +395,3 @@ class VideoOut:
         if self._w is not None:
             self._w.release()
             self._w = None
-
-
-def detect_stream(source: str | int | Source, model, *, backend: str = "auto", detector_model=None,
-                  batch_size: int = 16, max_faces: int | None = None, video_out: str | os.PathLike | None = None,
-                  display: bool = False, stats: DetectStats | None = None, source_kw: dict | None = None,
-                  runner_kw: dict | None = None, det_max_side: int | None = None, **kw) -> Iterator[dict]:
-    """Run :class:`Pipeline` on a source; yield one JSON-ready record per face per frame.
-
-    Record: ``{source, time, frame, track, box, score (smoothed), raw_score, det_score, label}``.
-    ``model``: a model path or a :class:`~edge.detector.ForgeryDetector`. ``stats`` (if given) is
-    filled in place. ``kw`` goes to :class:`Pipeline` (``live``, ``pace_fps``, ``every``,
-    ``max_frames``, ``smooth``, ``queue_size``, ``stall_timeout_s``); runner options
-    (``intra_op_threads``, ``providers``, ``cuda_graph``, ...) go through ``runner_kw`` to
-    :func:`~edge.runtime.open_runner`, which routes them; ``det_max_side`` sizes the face
-    detector's input of a detector built here (see :class:`~edge.detector.ForgeryDetector`).
-    """
-    from .detector import ForgeryDetector
-
-    src = source if isinstance(source, Source) else open_source(source, **(source_kw or {}))
-    own_fd = not isinstance(model, ForgeryDetector)
-    fd = None
-    writer = None
-    try:
-        fd = (ForgeryDetector(model, backend, detector_model, batch_size, max_faces,
-                              det_max_side=det_max_side or 640, **(runner_kw or {})) if own_fd else model)
-        pipe = Pipeline(src, fd, batch_size=batch_size, **kw)
-        if stats is not None:
-            pipe.stats = stats
-            stats.source = src.uri
-        writer = VideoOut(video_out, src.fps) if video_out else None
-        show = display and display_available()
-        import cv2
-
-        for fr, faces in pipe:
-            if writer is not None or show:
-                img = draw_faces(fr.image.copy(), faces)
-                if writer is not None:
-                    writer.write(img)
-                if show:
-                    cv2.imshow("ffd detect", img)
-                    if cv2.waitKey(1) & 0xFF in (27, ord("q")):
-                        break
-            for f in faces:
-                rec = f.to_dict()  # rounded once, as every record
-                yield {"source": fr.origin or src.uri, "time": round(fr.timestamp_s, 3), "frame": fr.index,
-                       "track": rec.pop("track_id"), **rec}
-    finally:
-        if writer is not None:
-            writer.close()
-        if not isinstance(source, Source):
-            src.close()
-        if own_fd and fd is not None:
-            fd.close()
-
-
-def source_kind(src: str) -> str:
-    """``images`` (an image file or a folder) | ``video`` | ``camera`` (a URI or a device)."""
-    from .media import is_video
-
-    if "://" in src or src.startswith("/dev/video") or src.isdigit() or "!" in src:  # "!": a GStreamer pipeline
-        return "camera"
-    return "video" if is_video(src) else "images"
-
-
-@dataclass
-class DetectSummary:
-    """Counts of the records of one ``ffd detect`` run (video records are faces only)."""
-
-    faces: int = 0
-    fake: int = 0
-    no_face: int = 0  # images without a face
-    errors: int = 0  # unreadable images
-
-    def add(self, rec: dict) -> None:
-        if "error" in rec:
-            self.errors += 1
-        elif "score" not in rec:
-            self.no_face += 1
-        else:
-            self.faces += 1
-            self.fake += rec["label"] == "fake"
-
-    def __str__(self) -> str:
-        return (f"{self.faces} faces ({self.fake} fake), {self.no_face} files without a face, "
-                f"{self.errors} unreadable files")
-
-
-def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str | os.PathLike | None = None, *,
-                   backend: str = "auto", detector_model: str | os.PathLike | None = None, batch_size: int = 32,
-                   max_faces: int | None = None, threads: int | None = None,
-                   log: Callable[[str], None] | None = None,
-                   **video_kw) -> DetectSummary:
-    """The library function behind ``ffd detect``: JSON lines for every face of every source.
-
-    Sources are grouped by :func:`source_kind`: images and folders go to
-    :func:`edge.detector.detect_paths`, each video, camera or stream to :func:`detect_stream`
-    (``video_kw``: ``video_out``, ``display``, ``every``, ``max_frames``, ``live``,
-    ``det_max_side``); its :meth:`DetectStats.summary` goes to ``log`` and a source error
-    is raised as :class:`SourceError` once its records are written. ``threads``: ONNX Runtime
-    intra-op threads (dropped when ``auto`` runs TensorRT, refused with ``backend="trt"``: see
-    :func:`edge.runtime.route_options`). Records go to ``output`` (default: stdout).
-    """
-    import json
-    import sys
-
-    from .detector import detect_paths
-
-    by_kind: dict[str, list[str]] = {}
-    for s in sources:
-        by_kind.setdefault(source_kind(s), []).append(s)
-    runner_kw = {"intra_op_threads": threads} if threads else {}  # routed by open_runner
-    opts = {"backend": backend, "detector_model": detector_model, "batch_size": batch_size, "max_faces": max_faces}
-
-    def records() -> Iterator[dict]:
-        for kind, srcs in by_kind.items():
-            if kind == "images":
-                yield from detect_paths(srcs, model, **opts, **runner_kw)
-                continue
-            for src in srcs:
-                stats = DetectStats()
-                yield from detect_stream(src, model, stats=stats, runner_kw=runner_kw, **opts, **video_kw)
-                if log is not None:
-                    log(f"{src}: {stats.summary()}")
-                if stats.error:
-                    raise SourceError(stats.error, path=src)
-
-    summary = DetectSummary()
-    out = open(output, "w") if output else sys.stdout
-    try:
-        for rec in records():
-            out.write(json.dumps(rec) + "\n")
-            summary.add(rec)
-    finally:
-        if output:
-            out.close()
-    return summary
-
-
-def run_detect(source, model, jsonl: str | os.PathLike | None = None, **kw) -> DetectStats:
-    """Consume :func:`detect_stream`, writing JSON lines to ``jsonl`` (if given); return the stats."""
-    import json
-
-    stats = DetectStats()
-    out = open(jsonl, "w") if jsonl else None
-    try:
-        for rec in detect_stream(source, model, stats=stats, **kw):
-            if out is not None:
-                out.write(json.dumps(rec) + "\n")
-    finally:
-        if out is not None:
-            out.close()
-    return stats

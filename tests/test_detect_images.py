@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edge.detector import detect_paths
+from edge.detect import detect_paths
 from tests.conftest import ROOT, make_tiny_onnx
 
 

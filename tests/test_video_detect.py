@@ -1,4 +1,4 @@
-"""The pipelined video loop (edge.video), IoU tracking (edge.tracking) and `ffd detect` on videos."""
+"""The pipelined video loop (edge.video), IoU tracking (edge.tracking) and `ffd detect` on videos (edge.detect)."""
 from __future__ import annotations
 
 import json
@@ -33,7 +33,7 @@ def test_iou_and_tracker_keep_ids_and_smooth():
 def test_detect_file_every_frame_tracks_and_outputs(face_clip, tiny_onnx, tmp_path):
     import cv2
 
-    from edge.video import run_detect
+    from edge.detect import run_detect
 
     out_jsonl, out_vid = tmp_path / "d.jsonl", tmp_path / "annotated.avi"
     st = run_detect(str(face_clip), tiny_onnx, jsonl=out_jsonl, video_out=out_vid, batch_size=4)
@@ -104,9 +104,42 @@ def test_pipeline_uses_the_detector_stages(face_clip, tiny_onnx):
         assert all(f.track_id is not None and "raw_score" in f.to_dict() for f in faces)
 
 
+def test_detect_sources_opens_one_detector_for_all_sources(face_clip, tiny_onnx, tmp_path, london_neutral,
+                                                           monkeypatch):
+    """`ffd detect imgs/ a.mp4 a.mp4`: one ForgeryDetector (one runner, one face detector) serves every source;
+    --det-size applies to the videos, images keep the default detector input."""
+    import shutil
+
+    from edge.detect import detect_sources
+    from edge.detector import DEFAULT_DET_MAX_SIDE, ForgeryDetector
+
+    made, sides = [], []
+    real_init, real_detect = ForgeryDetector.__init__, ForgeryDetector.detect_faces
+
+    def counting_init(self, *a, **kw):
+        made.append(self)
+        real_init(self, *a, **kw)
+
+    def recording_detect(self, frame):
+        sides.append(self.detector.max_side)
+        return real_detect(self, frame)
+    monkeypatch.setattr(ForgeryDetector, "__init__", counting_init)
+    monkeypatch.setattr(ForgeryDetector, "detect_faces", recording_detect)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for f in london_neutral[:2]:
+        shutil.copy(f, imgs / f.name)
+    out = tmp_path / "all.jsonl"
+    summary = detect_sources([str(imgs), str(face_clip), str(face_clip)], tiny_onnx, out, det_max_side=320)
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(made) == 1 and made[0].runner is None  # one detector, closed at the end
+    assert sum("file" in r for r in recs) == 2 and sum("track" in r for r in recs) == summary.faces - 2 > 0
+    assert sides[:2] == [DEFAULT_DET_MAX_SIDE] * 2 and set(sides[2:]) == {320}
+
+
 def test_missing_source_is_a_clear_error(tiny_onnx, tmp_path):
     from edge.sources import SourceError
-    from edge.video import run_detect
+    from edge.detect import run_detect
 
     with pytest.raises(SourceError):
         run_detect(str(tmp_path / "nope.mp4"), tiny_onnx)

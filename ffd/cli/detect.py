@@ -1,8 +1,8 @@
 """``ffd detect``: score every face in images, folders, videos, cameras and streams; one JSON line per face.
 
-The command checks option conflicts and calls :func:`edge.video.detect_sources`, which sends
-images and folders to :func:`edge.detector.detect_paths` and videos, cameras and streams to
-the pipelined loop :func:`edge.video.detect_stream`.
+The command checks option conflicts and calls :func:`edge.detect.detect_sources`, which sends
+images and folders to :func:`edge.detect.detect_paths` and videos, cameras and streams to
+the pipelined loop (:func:`edge.detect.detect_stream`), all with one detector.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
                max_frames: MaxFrames = None, live: Live = None, det_size: DetSize = None):
         """Score every face (P(fake) and a label per the model's threshold) as JSON lines."""
         from edge.errors import ConfigError
-        from edge.video import detect_sources, source_kind
+        from edge.detect import detect_sources, source_kind
 
         if save_video and sum(source_kind(s) != "images" for s in sources) > 1:
             raise ConfigError("--save-video takes one video or camera source")

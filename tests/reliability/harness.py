@@ -182,9 +182,9 @@ def detect_image_outcomes(corpus: Path, entries, model: Path, out: Path, timeout
 
 
 def detect_video_outcomes(entries, model: Path, max_frames: int = 8) -> list[Outcome]:
-    """The video path of ``ffd detect`` (:func:`edge.video.run_detect`), one video at a time, in-process."""
+    """The video path of ``ffd detect`` (:func:`edge.detect.run_detect`), one video at a time, in-process."""
+    from edge.detect import run_detect
     from edge.errors import FfdError
-    from edge.video import run_detect
 
     outcomes = []
     for e in entries:
@@ -496,15 +496,15 @@ def soak_detector(video: Path, model: Path, frames: int = 1200, warmup: int = 30
 
 def soak_pipeline(video: Path, model: Path, frames: int = 1200, warmup: int = 300, every: int = 100,
                   **runner_kw) -> dict:
-    """The ``ffd detect`` video pipeline (:func:`edge.video.run_detect`) on a looped video, ``frames`` frames."""
-    from edge.video import run_detect
+    """The ``ffd detect`` video pipeline (:func:`edge.detect.run_detect`) on a looped video, ``frames`` frames."""
+    from edge.detect import run_detect
 
     src = loop_source(video)
     t0 = time.perf_counter()
     st = run_detect(src, str(model), max_frames=frames, rss_every=every, runner_kw=runner_kw)
     src.close()
     out = rss_drift(st.rss_mb, warmup)
-    out.update(what="ffd detect pipeline (edge.video.run_detect, looped video)", frames=st.frames_processed,
+    out.update(what="ffd detect pipeline (edge.detect.run_detect, looped video)", frames=st.frames_processed,
                warmup=warmup, faces=st.faces, passes=src.passes, end=st.end,
                fps=round(st.frames_processed / (time.perf_counter() - t0), 1))
     return out

@@ -1,0 +1,222 @@
+"""``ffd detect``: images, folders, videos, cameras and streams in, one JSON line per face out.
+
+:func:`detect_sources` is the command itself. It opens **one** :class:`~edge.detector.ForgeryDetector`
+(one runner, one face detector) for all its sources and sends each by :func:`source_kind`:
+images and folders to :func:`detect_paths` (records ``{file, face, box, det_score, score,
+label}``, files read and classified in batches; a bad file is a record, not a crash), videos,
+cameras and streams to :func:`detect_stream`, which runs the concurrent
+:class:`edge.video.Pipeline` and writes the optional annotated video and overlay window.
+:func:`run_detect` consumes one stream into a JSON-lines file and returns its
+:class:`~edge.video.DetectStats` (``ffd bench --video`` and the reliability harness use it);
+:class:`DetectSummary` counts the records of a run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
+
+from .detector import DEFAULT_DET_MAX_SIDE, ForgeryDetector
+from .errors import FfdError
+from .sources import Source, SourceError, open_source
+from .video import DetectStats, Pipeline, VideoOut, display_available, draw_faces
+
+
+# --- images and folders --------------------------------------------------------------------
+def detect_paths(paths: Iterable[str | os.PathLike], model: str | os.PathLike | ForgeryDetector,
+                 backend: str = "auto", detector_model: str | os.PathLike | None = None,
+                 batch_size: int = 32, max_faces: int | None = None, **runner_kw) -> Iterator[dict]:
+    """Images/folders -> one record per face: ``{file, face, box, det_score, score, label}``.
+
+    A file without faces gives ``{file, face: None, faces: 0}``; an unreadable one
+    ``{file, face: None, error, error_type}``. Files are read and classified ``batch_size``
+    images at a time, records come out in input order.
+    """
+    from .media import iter_image_files, read_image
+
+    own = not isinstance(model, ForgeryDetector)
+    det = (ForgeryDetector(model, backend, detector_model=detector_model, batch_size=batch_size, max_faces=max_faces,
+                           **runner_kw) if own else model)
+    try:
+        files = iter_image_files(paths)
+        while True:
+            chunk, frames, errors = [], [], {}
+            for f in files:
+                chunk.append(f)
+                try:
+                    frames.append(read_image(f))
+                except FfdError as e:
+                    errors[len(chunk) - 1] = e
+                if len(frames) >= batch_size:
+                    break
+            if not chunk:
+                return
+            results = iter(det.process_batch(frames))
+            for i, f in enumerate(chunk):
+                if i in errors:
+                    e = errors[i]
+                    yield {"file": str(f), "face": None, "error": e.message, "error_type": type(e).__name__}
+                    continue
+                faces = next(results)
+                if not faces:
+                    yield {"file": str(f), "face": None, "faces": 0}
+                for k, r in enumerate(faces):
+                    yield {"file": str(f), "face": k, **r.to_dict()}
+    finally:
+        if own:
+            det.close()
+
+
+# --- videos, cameras and streams ------------------------------------------------------------
+def detect_stream(source: str | int | Source, model, *, backend: str = "auto", detector_model=None,
+                  batch_size: int = 16, max_faces: int | None = None, video_out: str | os.PathLike | None = None,
+                  display: bool = False, stats: DetectStats | None = None, source_kw: dict | None = None,
+                  runner_kw: dict | None = None, det_max_side: int | None = None, **kw) -> Iterator[dict]:
+    """Run :class:`Pipeline` on a source; yield one JSON-ready record per face per frame.
+
+    Record: ``{source, time, frame, track, box, score (smoothed), raw_score, det_score, label}``.
+    ``model``: a model path or a :class:`~edge.detector.ForgeryDetector`. ``stats`` (if given) is
+    filled in place. ``kw`` goes to :class:`Pipeline` (``live``, ``pace_fps``, ``every``,
+    ``max_frames``, ``smooth``, ``queue_size``, ``stall_timeout_s``); runner options
+    (``intra_op_threads``, ``providers``, ``cuda_graph``, ...) go through ``runner_kw`` to
+    :func:`~edge.runtime.open_runner`, which routes them; ``det_max_side`` sizes the face
+    detector's input of a detector built here (see :class:`~edge.detector.ForgeryDetector`); a
+    given detector is used as it is.
+    """
+    src = source if isinstance(source, Source) else open_source(source, **(source_kw or {}))
+    own_fd = not isinstance(model, ForgeryDetector)
+    fd = None
+    writer = None
+    try:
+        fd = (ForgeryDetector(model, backend, detector_model, batch_size, max_faces,
+                              det_max_side=det_max_side or DEFAULT_DET_MAX_SIDE, **(runner_kw or {}))
+              if own_fd else model)
+        pipe = Pipeline(src, fd, batch_size=batch_size, **kw)
+        if stats is not None:
+            pipe.stats = stats
+            stats.source = src.uri
+        writer = VideoOut(video_out, src.fps) if video_out else None
+        show = display and display_available()
+        import cv2
+
+        for fr, faces in pipe:
+            if writer is not None or show:
+                img = draw_faces(fr.image.copy(), faces)
+                if writer is not None:
+                    writer.write(img)
+                if show:
+                    cv2.imshow("ffd detect", img)
+                    if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                        break
+            for f in faces:
+                rec = f.to_dict()  # rounded once, as every record
+                yield {"source": fr.origin or src.uri, "time": round(fr.timestamp_s, 3), "frame": fr.index,
+                       "track": rec.pop("track_id"), **rec}
+    finally:
+        if writer is not None:
+            writer.close()
+        if not isinstance(source, Source):
+            src.close()
+        if own_fd and fd is not None:
+            fd.close()
+
+
+def source_kind(src: str) -> str:
+    """``images`` (an image file or a folder) | ``video`` | ``camera`` (a URI or a device)."""
+    from .media import is_video
+
+    if "://" in src or src.startswith("/dev/video") or src.isdigit() or "!" in src:  # "!": a GStreamer pipeline
+        return "camera"
+    return "video" if is_video(src) else "images"
+
+
+@dataclass
+class DetectSummary:
+    """Counts of the records of one ``ffd detect`` run (video records are faces only)."""
+
+    faces: int = 0
+    fake: int = 0
+    no_face: int = 0  # images without a face
+    errors: int = 0  # unreadable images
+
+    def add(self, rec: dict) -> None:
+        if "error" in rec:
+            self.errors += 1
+        elif "score" not in rec:
+            self.no_face += 1
+        else:
+            self.faces += 1
+            self.fake += rec["label"] == "fake"
+
+    def __str__(self) -> str:
+        return (f"{self.faces} faces ({self.fake} fake), {self.no_face} files without a face, "
+                f"{self.errors} unreadable files")
+
+
+def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str | os.PathLike | None = None, *,
+                   backend: str = "auto", detector_model: str | os.PathLike | None = None, batch_size: int = 32,
+                   max_faces: int | None = None, threads: int | None = None,
+                   log: Callable[[str], None] | None = None,
+                   **video_kw) -> DetectSummary:
+    """The library function behind ``ffd detect``: JSON lines for every face of every source.
+
+    One :class:`~edge.detector.ForgeryDetector` (one runner, one face detector) serves every
+    source. Sources are grouped by :func:`source_kind`: images and folders go to
+    :func:`detect_paths`, each video, camera or stream to :func:`detect_stream` (``video_kw``:
+    ``video_out``, ``display``, ``every``, ``max_frames``, ``live``; ``det_max_side``: the face
+    detector's input for these, images keep the default); its :meth:`DetectStats.summary` goes
+    to ``log`` and a source error is raised as :class:`SourceError` once its records are
+    written. ``threads``: ONNX Runtime intra-op threads (dropped when ``auto`` runs TensorRT,
+    refused with ``backend="trt"``: see :func:`edge.runtime.route_options`). Records go to
+    ``output`` (default: stdout).
+    """
+    by_kind: dict[str, list[str]] = {}
+    for s in sources:
+        by_kind.setdefault(source_kind(s), []).append(s)
+    runner_kw = {"intra_op_threads": threads} if threads else {}  # routed by open_runner
+    stream_side = video_kw.pop("det_max_side", None) or DEFAULT_DET_MAX_SIDE
+
+    def records() -> Iterator[dict]:
+        with ForgeryDetector(model, backend, detector_model, batch_size, max_faces, **runner_kw) as fd:
+            for kind, srcs in by_kind.items():
+                if kind == "images":
+                    fd.det_max_side = DEFAULT_DET_MAX_SIDE
+                    yield from detect_paths(srcs, fd, batch_size=batch_size)
+                    continue
+                fd.det_max_side = stream_side
+                for src in srcs:
+                    stats = DetectStats()
+                    yield from detect_stream(src, fd, stats=stats, batch_size=batch_size, **video_kw)
+                    if log is not None:
+                        log(f"{src}: {stats.summary()}")
+                    if stats.error:
+                        raise SourceError(stats.error, path=src)
+
+    summary = DetectSummary()
+    out = open(output, "w") if output else sys.stdout
+    recs = records()
+    try:
+        for rec in recs:
+            out.write(json.dumps(rec) + "\n")
+            summary.add(rec)
+    finally:
+        recs.close()  # closes the detector now, also when writing failed
+        if output:
+            out.close()
+    return summary
+
+
+def run_detect(source, model, jsonl: str | os.PathLike | None = None, **kw) -> DetectStats:
+    """Consume :func:`detect_stream`, writing JSON lines to ``jsonl`` (if given); return the stats."""
+    stats = DetectStats()
+    out = open(jsonl, "w") if jsonl else None
+    try:
+        for rec in detect_stream(source, model, stats=stats, **kw):
+            if out is not None:
+                out.write(json.dumps(rec) + "\n")
+    finally:
+        if out is not None:
+            out.close()
+    return stats
