@@ -17,12 +17,13 @@ R=${RUN_DIR:-runs/demo}
 export FFD_WEIGHTS=${FFD_WEIGHTS:-$SHARED/models}   # ImageNet backbones (offline here; online: cache + URL)
 SIZE=${SIZE:-128}
 T_EPOCHS=${T_EPOCHS:-1}
-S_EPOCHS=${S_EPOCHS:-2}
-T_PER_EPOCH=${T_PER_EPOCH:-800}     # faces drawn per epoch, balanced per source
-S_PER_EPOCH=${S_PER_EPOCH:-900}
-CAP=${MAX_PER_CLASS:-300}           # faces per class and source (smaller validation/test parts: a demo)
+S_EPOCHS=${S_EPOCHS:-3}
+T_PER_EPOCH=${T_PER_EPOCH:-1500}    # faces drawn per epoch, balanced per source
+S_PER_EPOCH=${S_PER_EPOCH:-1500}
+CAP=(); [[ -n ${MAX_PER_CLASS:-} ]] && CAP=(--max-per-class "$MAX_PER_CLASS")   # default: every face (full test parts)
 ffd() { .venv/bin/ffd "$@"; }
-step() { printf '\n== %s\n' "$*"; }
+T0=$(date +%s)
+step() { printf '\n== [%s, %d s] %s\n' "$(date +%T)" $(( $(date +%s) - T0 )) "$*"; }
 mkdir -p "$R"
 
 step "1/10 extract faces (YuNet, square crop 1.3x, $SIZE px, 66-point landmarks for the self-blend masks)"
@@ -39,11 +40,11 @@ DATA=(--data "timit=$R/faces/timit" --data "ciplab=$R/faces/ciplab" --data "lond
       --data "interfaces=$R/faces/interfaces")
 step "3/10 train the dual-branch teacher from ImageNet (EfficientNet-Lite2 spatial + FAD -> MobileNetV2 frequency)"
 ffd train teacher "${DATA[@]}" -o "$R/teacher" --size "$SIZE" --epochs "$T_EPOCHS" --samples-per-epoch "$T_PER_EPOCH" \
-    --max-per-class "$CAP" --lr 5e-4 --no-progress --resume
+    "${CAP[@]}" --lr 5e-4 --no-progress --resume
 
 step "4/10 distil the MobileNetV2 student (two-in-one KD); both print their per-source test table"
 ffd train student "${DATA[@]}" -o "$R/student" --kd two-in-one --teacher "$R/teacher/best.pt" \
-    --epochs "$S_EPOCHS" --samples-per-epoch "$S_PER_EPOCH" --max-per-class "$CAP" --lr 5e-4 --no-progress --resume
+    --epochs "$S_EPOCHS" --samples-per-epoch "$S_PER_EPOCH" "${CAP[@]}" --lr 5e-4 --no-progress --resume
 
 step "5/10 evaluate per source on the held-out parts + calibrate the threshold on the validation parts"
 ffd eval "$R/student/best.pt" "$R/faces/ciplab" --split test -o "$R/student_eval_ciplab.json" --roc "$R/student_roc.png"
@@ -58,7 +59,7 @@ ffd calib build -m "$R/student.onnx" -o "$R/calib" --data "$SHARED/data/london_f
     --data "$SHARED/data/ciplab_real_fake_160/full_160/real" --n 512
 
 step "8/10 INT8: Model Optimizer Q/DQ (TensorRT) and ONNX Runtime U8S8 (CPU), with an FP32-vs-INT8 report"
-ffd quantize "$R/student.onnx" --calib "$R/calib" --target both -o "$R/int8" \
+ffd quantize "$R/student.onnx" --calib "$R/calib" --target both -o "$R/int8" --high-precision fp32 \
     --eval "$SHARED/data/ciplab_real_fake_160/full_160" --eval-n 256
 
 step "9/10 TensorRT-readiness of the Q/DQ model (no GPU needed), the engine where a GPU is, detection on images"
@@ -76,4 +77,4 @@ step "10/10 screen an archive of generated videos: SQLite (resumable) + HTML rep
 ffd screen "$R/videos" -m "$R"/int8/*cpu*.onnx --db "$R/screen.db" --report "$R/report.html"
 
 echo
-echo "done: $R (teacher/, student/, student.onnx, int8/, detect.jsonl, screen.db, report.html)"
+echo "done in $(( ($(date +%s) - T0) / 60 )) min $(( ($(date +%s) - T0) % 60 )) s (after setup): $R (teacher/, student/, student.onnx, int8/, detect.jsonl, screen.db, report.html)"

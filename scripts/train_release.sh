@@ -50,7 +50,7 @@ ffd calib build -m "$R/student.onnx" -o "$R/calib" --data "$SHARED/data/london_f
     --data "$SHARED/data/interfaces_cc0/img_500" --data "$SHARED/data/ciplab_real_fake_160/full_160/real" --n 512
 
 step "6/6 INT8, both flavours, FP32-vs-INT8 AUC on ciplab"
-ffd quantize "$R/student.onnx" --calib "$R/calib" --target both -o "$R/int8" \
+ffd quantize "$R/student.onnx" --calib "$R/calib" --target both -o "$R/int8" --high-precision fp32 \
     --eval "$SHARED/data/ciplab_real_fake_160/full_160" --eval-n 400
 
 echo
