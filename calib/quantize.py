@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edge.check_onnx import QUANTIZABLE
+from edge.tools.check_onnx import QUANTIZABLE
 from edge.errors import CalibrationError, ConfigError, ModelError, require
 from edge.runtime.base import CPU_ONLY_TARGET
 from edge.spec import ModelCard

@@ -6,7 +6,7 @@ from .spec import ModelCard, PreprocessSpec, preprocess
 __version__ = "0.1.0"
 __all__ = ["FfdError", "FaceResult", "ForgeryDetector", "ModelCard", "PreprocessSpec", "__version__", "preprocess"]
 
-_LAZY = {"ForgeryDetector": "edge.detector", "FaceResult": "edge.detector"}
+_LAZY = {"ForgeryDetector": "edge.forgery", "FaceResult": "edge.forgery"}
 
 
 def __getattr__(name):  # lazy: `import edge` stays light (no OpenCV/ONNX Runtime until used)

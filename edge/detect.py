@@ -1,13 +1,13 @@
 """``ffd detect``: images, folders, videos, cameras and streams in, one JSON line per face out.
 
-:func:`detect_sources` is the command itself. It opens **one** :class:`~edge.detector.ForgeryDetector`
+:func:`detect_sources` is the command itself. It opens **one** :class:`~edge.forgery.ForgeryDetector`
 (one runner, one face detector) for all its sources and sends each by :func:`source_kind`:
 images and folders to :func:`detect_paths` (records ``{file, face, box, det_score, score,
 label}``, files read and classified in batches; a bad file is a record, not a crash), videos,
 cameras and streams to :func:`detect_stream`, which runs the concurrent
-:class:`edge.video.Pipeline` and writes the optional annotated video and overlay window.
+:class:`edge.stream.Pipeline` and writes the optional annotated video and overlay window.
 :func:`run_detect` consumes one stream into a JSON-lines file and returns its
-:class:`~edge.video.DetectStats` (``ffd bench --video`` and the reliability harness use it);
+:class:`~edge.stream.DetectStats` (``ffd bench --video`` and the reliability harness use it);
 :class:`DetectSummary` counts the records of a run.
 """
 from __future__ import annotations
@@ -18,10 +18,11 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
-from .detector import DEFAULT_DET_MAX_SIDE, ForgeryDetector
 from .errors import FfdError
-from .sources import Source, SourceError, open_source
-from .video import DetectStats, Pipeline, VideoOut, display_available, draw_faces
+from .forgery import DEFAULT_DET_MAX_SIDE, ForgeryDetector
+from .stream.pipeline import DetectStats, Pipeline
+from .stream.sinks import VideoOut, display_available, draw_faces
+from .stream.sources import Source, SourceError, open_source
 
 
 # --- images and folders --------------------------------------------------------------------
@@ -77,12 +78,12 @@ def detect_stream(source: str | int | Source, model, *, backend: str = "auto", d
     """Run :class:`Pipeline` on a source; yield one JSON-ready record per face per frame.
 
     Record: ``{source, time, frame, track, box, score (smoothed), raw_score, det_score, label}``.
-    ``model``: a model path or a :class:`~edge.detector.ForgeryDetector`. ``stats`` (if given) is
+    ``model``: a model path or a :class:`~edge.forgery.ForgeryDetector`. ``stats`` (if given) is
     filled in place. ``kw`` goes to :class:`Pipeline` (``live``, ``pace_fps``, ``every``,
     ``max_frames``, ``smooth``, ``queue_size``, ``stall_timeout_s``); runner options
     (``intra_op_threads``, ``providers``, ``cuda_graph``, ...) go through ``runner_kw`` to
     :func:`~edge.runtime.open_runner`, which routes them; ``det_max_side`` sizes the face
-    detector's input of a detector built here (see :class:`~edge.detector.ForgeryDetector`); a
+    detector's input of a detector built here (see :class:`~edge.forgery.ForgeryDetector`); a
     given detector is used as it is.
     """
     src = source if isinstance(source, Source) else open_source(source, **(source_kw or {}))
@@ -162,7 +163,7 @@ def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str
                    **video_kw) -> DetectSummary:
     """The library function behind ``ffd detect``: JSON lines for every face of every source.
 
-    One :class:`~edge.detector.ForgeryDetector` (one runner, one face detector) serves every
+    One :class:`~edge.forgery.ForgeryDetector` (one runner, one face detector) serves every
     source. Sources are grouped by :func:`source_kind`: images and folders go to
     :func:`detect_paths`, each video, camera or stream to :func:`detect_stream` (``video_kw``:
     ``video_out``, ``display``, ``every``, ``max_frames``, ``live``; ``det_max_side``: the face

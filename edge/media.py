@@ -1,7 +1,7 @@
 """Torch-free media I/O: decode images and sample video frames, with clear errors.
 
 ``read_image(path)`` decodes any image OpenCV knows into contiguous ``uint8`` BGR
-(grey, BGRA and 16-bit images are normalised by :func:`edge.faces.as_bgr`; the EXIF
+(grey, BGRA and 16-bit images are normalised by :func:`as_bgr`; the EXIF
 orientation of phone photos is applied). ``iter_video_frames(path, n_frames=N)`` yields
 ``(frame_index, timestamp_s, frame_bgr)`` for N frames spread uniformly over the video
 (the centre of N equal segments), or every k-th frame with ``every=k``. Uniform sampling
@@ -9,7 +9,7 @@ seeks with ``CAP_PROP_POS_FRAMES``; when a seek fails or the container's frame c
 wrong (truncated files, broken headers) it falls back to decoding sequentially and
 samples the frames that really decode. ``probe_video`` reads fps, frame count, duration
 and size from the container; ``open_video`` returns the opened capture with them (for
-readers that play a whole file, as ``edge.sources.FileSource``). Every failure a user can
+readers that play a whole file, as ``edge.stream.sources.FileSource``). Every failure a user can
 cause (missing, zero-byte, non-media, corrupt or truncated file) is an
 :class:`~edge.errors.InputError` naming the file. Decoding one file never touches another, so a caller can run it in a worker
 process with a timeout.
@@ -30,7 +30,6 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import ConfigError, InputError
-from .faces import as_bgr
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff",
                         ".pgm", ".ppm", ".pbm", ".pnm", ".jp2"})
@@ -87,6 +86,29 @@ def _check_file(path: Path) -> None:
         raise InputError("not a regular file", path=path, fix="pass an image, a video or a folder")
     if path.stat().st_size == 0:
         raise InputError("file is empty (0 bytes)", path=path, fix="re-download or remove the file")
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """Any decoded image (grey, BGRA, 16-bit) -> contiguous uint8 BGR, or InputError."""
+    import cv2
+
+    if not isinstance(image, np.ndarray) or image.size == 0:
+        raise InputError("image is empty")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise InputError(f"unsupported image dtype {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return cv2.cvtColor(image[..., 0], cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return np.ascontiguousarray(image)
+    raise InputError(f"unsupported image shape {image.shape}")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

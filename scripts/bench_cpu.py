@@ -34,7 +34,7 @@ BATCHES = (1, 32)
 def worker(cfg: dict) -> dict:
     import numpy as np
 
-    from edge.bench import peak_rss_mb, percentiles, time_calls
+    from edge.tools.bench import peak_rss_mb, percentiles, time_calls
 
     x_all = np.load(cfg["inputs"])
     out = {"name": cfg["name"], "batches": {}}

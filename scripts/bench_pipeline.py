@@ -89,8 +89,8 @@ def main() -> None:
     model, how = (a.model, "given") if a.model else find_model()
     if model is None:
         sys.exit("error: no model under runs/; fix: run scripts/demo.sh first or pass --model M.int8-cpu.onnx")
-    from edge.bench import peak_rss_mb
-    from edge.bench_pipeline import bench_classifier, bench_e2e, model_precision
+    from edge.tools.bench import peak_rss_mb
+    from edge.tools.bench_pipeline import bench_classifier, bench_e2e, model_precision
 
     res = {"model": str(model), "model_source": how, "precision": model_precision(model), "cpus": os.cpu_count(),
            "clip_seconds": a.seconds, "time": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -50,7 +50,7 @@ def main(argv=None):
     from calib.calibset import build_calibset
     from calib.export import export_onnx
     from calib.quantize import quantize_onnx
-    from edge.bench import percentiles, time_calls
+    from edge.tools.bench import percentiles, time_calls
     from edge.runtime.ort import OrtRunner
     from train.checkpoint import read_checkpoint, save_checkpoint
     from train.data import FaceDataset

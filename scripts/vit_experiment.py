@@ -51,10 +51,10 @@ def build_splits(shared: Path, work: Path, spec, yunet: Path) -> dict:
 
 
 def ort_speed(runner, batch: int = 32, runs: int = 10) -> float:
-    """Crops per second of an OrtRunner: median of ``runs`` timed batches (edge.bench)."""
+    """Crops per second of an OrtRunner: median of ``runs`` timed batches (edge.tools.bench)."""
     import numpy as np
 
-    from edge.bench import percentiles, time_calls
+    from edge.tools.bench import percentiles, time_calls
 
     s = runner.card.spec.size
     x = np.random.default_rng(0).standard_normal((batch, 3, s, s)).astype(np.float32)

@@ -70,7 +70,7 @@ def test_cpu_int8_flavour_is_refused_by_the_builder_before_tensorrt(tmp_path):
 
 
 def test_bench_trt_skips_the_cpu_flavour_with_a_note(tmp_path):
-    from edge.bench_pipeline import run_bench
+    from edge.tools.bench_pipeline import run_bench
 
     m = make_tiny_onnx(tmp_path / "s.int8-cpu.onnx", card=_card(int8_target=CPU_ONLY_TARGET))
     res = run_bench([m], ["ort", "trt"], batch_sizes=(1,), out_dir=tmp_path / "b", iters=3)
@@ -80,7 +80,7 @@ def test_bench_trt_skips_the_cpu_flavour_with_a_note(tmp_path):
 
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT and pycuda are installed here")
 def test_bench_keeps_ort_figures_when_trt_is_unavailable_and_errors_when_nothing_ran(tiny_onnx, tmp_path):
-    from edge.bench_pipeline import run_bench
+    from edge.tools.bench_pipeline import run_bench
 
     res = run_bench([tiny_onnx], ["ort", "trt"], batch_sizes=(1, 4), out_dir=tmp_path / "b", iters=3)
     assert [r["batch"] for r in res["classifier"]] == [1, 4] and {r["backend"] for r in res["classifier"]} == {"ort"}

@@ -1,13 +1,13 @@
 """``ffd bench`` report rendering: the trtexec-style TensorRT table (stage split per batch size).
 
-The rows are given in the shape :func:`edge.bench_pipeline.bench_classifier` writes for the
+The rows are given in the shape :func:`edge.tools.bench_pipeline.bench_classifier` writes for the
 ``trt`` backend (measured ones come from tests/test_trt_gpu.py on a GPU); here only the
 rendering is checked, so the figures are made up and say so.
 """
 from __future__ import annotations
 
-from edge.bench import percentiles
-from edge.bench_pipeline import TRT_STAGES, to_markdown
+from edge.tools.bench import percentiles
+from edge.tools.bench_pipeline import TRT_STAGES, to_markdown
 
 
 def _row(batch: int, base_ms: float) -> dict:

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 
 from _qdq_models import bypass_dq, fp32_conv_onnx, int8_conv_onnx
 from conftest import make_tiny_onnx
-from edge.check_onnx import TRT_10_3_OPS, check_onnx
+from edge.tools.check_onnx import TRT_10_3_OPS, check_onnx
 from edge.errors import ModelError
 
 

@@ -157,7 +157,7 @@ def test_file_lock_excludes_other_writers(tmp_path):
 
 
 def test_engine_module_imports_without_tensorrt():
-    r = subprocess.run([sys.executable, "-c", "import sys, edge.runtime.trt, edge.runtime.cuda, edge.check_onnx; "
+    r = subprocess.run([sys.executable, "-c", "import sys, edge.runtime.trt, edge.runtime.cuda, edge.tools.check_onnx; "
                         "print('tensorrt' in sys.modules, 'pycuda' in sys.modules, 'torch' in sys.modules)"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.split() == ["False", "False", "False"], r.stderr

@@ -9,7 +9,7 @@ import sys
 import cv2
 import onnxruntime as ort
 
-from edge.envinfo import collect_env, format_env
+from edge.tools.envinfo import collect_env, format_env
 
 
 def test_env_reports_what_is_installed_and_what_auto_picks(tmp_path, monkeypatch, yunet_model):

@@ -152,7 +152,7 @@ def test_ort_refuses_an_explicit_tensorrt_option(tiny_onnx):
 
 @no_trt
 def test_forgery_detector_with_trt_gets_the_tensorrt_error_not_a_type_error(tiny_onnx, tmp_path):
-    from edge.detector import ForgeryDetector
+    from edge.forgery import ForgeryDetector
 
     for model in (tiny_onnx, _engine(tmp_path)):  # its providers default is dropped for TensorRT
         with pytest.raises(MissingDependencyError, match=r"ffd-edge\[gpu\]"):

@@ -1,4 +1,4 @@
-"""edge.sources: URI parsing, files/folders, and live-source outcomes (timeout, reconnect, loss) on loopback."""
+"""edge.stream.sources: URI parsing, files/folders, and live-source outcomes (timeout, reconnect, loss) on loopback."""
 from __future__ import annotations
 
 import functools
@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from edge.errors import BackendUnavailableError
-from edge.sources import (EndOfStream, FileSource, FolderSource, SourceError, SourceTimeout, backoff_delays,
+from edge.stream.sources import (EndOfStream, FileSource, FolderSource, SourceError, SourceTimeout, backoff_delays,
                           open_source, parse_uri)
 from media import write_corrupt_files, write_face_video
 

@@ -3,7 +3,7 @@ the weighted sampler and per-source validation of train.trainer, the person/spli
 and of ``ffd faces extract``, build_model / build_datasets, the ImageNet dual teacher, per-source reports
 and model-card updates.
 
-(Named test_train_sources.py: tests/test_sources.py already tests edge.sources, the video inputs.)
+(Named test_train_sources.py: tests/test_sources.py already tests edge.stream.sources, the video inputs.)
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pipelined video loop (edge.video), IoU tracking (edge.tracking) and `ffd detect` on videos (edge.detect)."""
+"""The pipelined video loop (edge.stream.pipeline), IoU tracking (edge.stream.tracking) and `ffd detect` on videos (edge.detect)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from edge.tracking import IouTracker, iou_matrix
+from edge.stream.tracking import IouTracker, iou_matrix
 from media import write_face_video
 
 
@@ -59,9 +59,9 @@ def test_detect_file_every_frame_tracks_and_outputs(face_clip, tiny_onnx, tmp_pa
 
 def test_live_source_drops_frames_instead_of_queueing(face_clip, tiny_onnx):
     """A file read as a live camera at 2000 fps: decode outruns detection; frames are dropped, queues stay bounded."""
-    from edge.detector import ForgeryDetector
-    from edge.sources import open_source
-    from edge.video import Pipeline
+    from edge.forgery import ForgeryDetector
+    from edge.stream import Pipeline
+    from edge.stream.sources import open_source
 
     with ForgeryDetector(tiny_onnx) as fd, open_source(str(face_clip)) as src:
         pipe = Pipeline(src, fd, live=True, pace_fps=2000, queue_size=1, batch_size=2)
@@ -78,8 +78,8 @@ def test_live_source_drops_frames_instead_of_queueing(face_clip, tiny_onnx):
 
 def test_embeddable_pipeline_process_api(face_clip, tiny_onnx):
     """ForgeryDetector.process on frames from a host loop (what a GStreamer appsink callback would do)."""
-    from edge.detector import ForgeryDetector
-    from edge.sources import open_source
+    from edge.forgery import ForgeryDetector
+    from edge.stream.sources import open_source
 
     with ForgeryDetector(tiny_onnx) as fd, open_source(str(face_clip)) as src:
         frame = src.read().image
@@ -89,9 +89,9 @@ def test_embeddable_pipeline_process_api(face_clip, tiny_onnx):
 
 def test_pipeline_uses_the_detector_stages(face_clip, tiny_onnx):
     """The pipeline's raw scores and boxes are ForgeryDetector.process's (one crop, one normalising, one result)."""
-    from edge.detector import ForgeryDetector
-    from edge.sources import open_source
-    from edge.video import Pipeline
+    from edge.forgery import ForgeryDetector
+    from edge.stream import Pipeline
+    from edge.stream.sources import open_source
 
     with ForgeryDetector(tiny_onnx) as fd, open_source(str(face_clip)) as src:
         piped = [(fr.image, faces) for fr, faces in Pipeline(src, fd, max_frames=4)]
@@ -111,7 +111,7 @@ def test_detect_sources_opens_one_detector_for_all_sources(face_clip, tiny_onnx,
     import shutil
 
     from edge.detect import detect_sources
-    from edge.detector import DEFAULT_DET_MAX_SIDE, ForgeryDetector
+    from edge.forgery import DEFAULT_DET_MAX_SIDE, ForgeryDetector
 
     made, sides = [], []
     real_init, real_detect = ForgeryDetector.__init__, ForgeryDetector.detect_faces
@@ -138,8 +138,8 @@ def test_detect_sources_opens_one_detector_for_all_sources(face_clip, tiny_onnx,
 
 
 def test_missing_source_is_a_clear_error(tiny_onnx, tmp_path):
-    from edge.sources import SourceError
     from edge.detect import run_detect
+    from edge.stream.sources import SourceError
 
     with pytest.raises(SourceError):
         run_detect(str(tmp_path / "nope.mp4"), tiny_onnx)
@@ -181,8 +181,8 @@ def test_ffd_bench_cli_writes_json_markdown_plot(face_clip, tiny_onnx, tmp_path)
 
 
 def test_stats_windows_are_bounded_and_detector_size_is_a_constructor_argument(tiny_onnx, yunet_model):
-    from edge.detector import ForgeryDetector
-    from edge.video import STAGE_WINDOW, DetectStats
+    from edge.forgery import ForgeryDetector
+    from edge.stream.pipeline import STAGE_WINDOW, DetectStats
 
     st = DetectStats()
     for i in range(STAGE_WINDOW + 500):
@@ -226,9 +226,9 @@ class ThreadedRunner:
 def test_classify_stage_overlaps_batches_when_the_runner_is_asynchronous(face_clip, tiny_onnx):
     """Double buffering in the pipeline: batch n+1 is submitted before batch n is collected, never more than
     two are in flight, and every score and the frame order are those of the plain synchronous run."""
-    from edge.detector import ForgeryDetector
-    from edge.sources import open_source
-    from edge.video import Pipeline
+    from edge.forgery import ForgeryDetector
+    from edge.stream import Pipeline
+    from edge.stream.sources import open_source
 
     def run(fd):
         with open_source(str(face_clip)) as src:

@@ -293,7 +293,7 @@ def self_blend(crop_bgr: np.ndarray, landmarks=None, dense_landmarks=None, *, rn
     ``fake == mask * source' + (1 - mask) * crop`` and ``fake[mask == 0] == crop[mask == 0]``.
     Same ``rng`` state -> same output.
     """
-    from edge.faces import as_bgr
+    from edge.media import as_bgr
 
     tgt = as_bgr(crop_bgr)
     src = tgt

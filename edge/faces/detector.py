@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, ModelError
+from ..errors import ConfigError, ModelError
+from ..media import as_bgr
 
 YUNET_ENV = "FFD_YUNET_MODEL"
 YUNET_FILENAME = "face_detection_yunet.onnx"
@@ -133,25 +134,3 @@ def _plausible(d: Detection, w: int, h: int) -> bool:
         return False
     return x < w and y < h and x + bw > 0 and y + bh > 0
 
-
-def as_bgr(image: np.ndarray) -> np.ndarray:
-    """Any decoded image (grey, BGRA, 16-bit) -> contiguous uint8 BGR, or InputError."""
-    import cv2
-
-    if not isinstance(image, np.ndarray) or image.size == 0:
-        raise InputError("image is empty")
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype in (np.float32, np.float64):
-        image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise InputError(f"unsupported image dtype {image.dtype}")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.ndim == 3 and image.shape[2] == 1:
-        return cv2.cvtColor(image[..., 0], cv2.COLOR_GRAY2BGR)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.ndim == 3 and image.shape[2] == 3:
-        return np.ascontiguousarray(image)
-    raise InputError(f"unsupported image shape {image.shape}")

@@ -126,7 +126,7 @@ def preprocess(image_bgr: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray,
     """-> (float32 (3, 224, 224) model input, the region (x1, y1, x2, y2) it shows)."""
     import cv2
 
-    from .detector import as_bgr
+    from ..media import as_bgr
 
     reg = crop_box(box)
     crop = _region(as_bgr(image_bgr), *reg)

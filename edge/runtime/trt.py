@@ -501,7 +501,7 @@ def bench_engine(engine_path: str | Path, batch_sizes=(1, 8, 32), iters: int = 1
 
     Batch sizes outside the engine's profile are listed under ``skipped`` with the reason.
     """
-    from ..bench import percentiles, time_calls
+    from ..tools.bench import percentiles, time_calls
 
     rng = np.random.default_rng(0)
     out: dict = {"backend": "trt", "engine": str(engine_path), "iters": int(iters), "warmup": int(warmup),

@@ -41,7 +41,7 @@ class _Classifier:
     """A Ray actor: one runner, scores the crops of a batch of files and builds their rows."""
 
     def __init__(self, model: str, backend: str, runner_kw: dict, settings):
-        from ..detector import ForgeryDetector
+        from ..forgery import ForgeryDetector
 
         self.fd = ForgeryDetector(model, backend, **runner_kw)
         self.settings = settings

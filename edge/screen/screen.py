@@ -237,7 +237,7 @@ def _worker_init(model: str, backend: str, detector_model, runner_kw: dict, sett
                  threads: int | None) -> None:
     import cv2
 
-    from ..detector import ForgeryDetector
+    from ..forgery import ForgeryDetector
 
     if threads:
         cv2.setNumThreads(threads)

@@ -1,4 +1,4 @@
-"""``ffd bench``: classifier backends × precisions × batch sizes, and the end-to-end pipeline (edge.bench_pipeline)."""
+"""``ffd bench``: classifier backends × precisions × batch sizes, and the end-to-end pipeline (edge.tools.bench_pipeline)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         detector_model: DetectorModel = None,
     ):
         """Benchmark: latency percentiles, throughput and memory per config; pipeline fps and stage times."""
-        from edge.bench_pipeline import run_bench
+        from edge.tools.bench_pipeline import run_bench
         from edge.errors import ConfigError
 
         try:

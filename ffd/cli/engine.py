@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
     @app.command("check-onnx")
     def check_onnx(onnx: OnnxArg):
         """Check, without a GPU, that TensorRT 10.3 (JetPack 6) will build the ONNX as intended; exit 1 if not."""
-        from edge.check_onnx import check_onnx as check
+        from edge.tools.check_onnx import check_onnx as check
 
         report = check(onnx)
         typer.echo(report.format())

@@ -440,8 +440,8 @@ def kill_resume(archive: Path, model: Path, db: Path, *, seed: int = 0, kills: i
 
 # --- soak -----------------------------------------------------------------------------------------
 def loop_source(path: Path):
-    """A :class:`edge.sources.Source` that plays a video file over and over (decoding every pass)."""
-    from edge.sources import EndOfStream, FileSource, Frame, Source
+    """A :class:`edge.stream.sources.Source` that plays a video file over and over (decoding every pass)."""
+    from edge.stream.sources import EndOfStream, FileSource, Frame, Source
 
     class LoopSource(Source):
         def __init__(self):
@@ -476,8 +476,8 @@ def rss_drift(samples: list[tuple[int, float]], warmup: int) -> dict:
 def soak_detector(video: Path, model: Path, frames: int = 1200, warmup: int = 300, every: int = 100,
                   backend: str = "auto", **runner_kw) -> dict:
     """``ForgeryDetector.process`` frame by frame on a looped video: RSS after warm-up vs at the end."""
-    from edge.bench import current_rss_mb
-    from edge.detector import ForgeryDetector
+    from edge.tools.bench import current_rss_mb
+    from edge.forgery import ForgeryDetector
 
     src = loop_source(video)
     samples, faces = [], 0

@@ -34,7 +34,7 @@ def seeds(london_neutral):
 
 @pytest.fixture(scope="module")
 def fd(rel_model, yunet_model):
-    from edge.detector import ForgeryDetector
+    from edge.forgery import ForgeryDetector
 
     with ForgeryDetector(rel_model, intra_op_threads=1) as d:
         yield d

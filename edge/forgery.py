@@ -7,7 +7,7 @@ card's spec names (:meth:`FaceDetector.from_spec`), :func:`crop_face` and
 deployed model crops and normalises faces exactly as it was trained. Its stage methods
 (:meth:`~ForgeryDetector.detect_and_crop`, :meth:`~ForgeryDetector.prepare`,
 :meth:`~ForgeryDetector.submit`, :meth:`~ForgeryDetector.face_results`) are what
-:meth:`~ForgeryDetector.process_batch` and the concurrent :class:`edge.video.Pipeline` are made of.
+:meth:`~ForgeryDetector.process_batch` and the concurrent :class:`edge.stream.Pipeline` are made of.
 
 Thread-safety: an instance owns its runner and its OpenCV face detector, neither of which is
 safe to share between threads. Use one ``ForgeryDetector`` per thread (or process); close it
@@ -23,7 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ConfigError
-from .faces import Detection, FaceDetector, as_bgr, crop_face
+from .faces import Detection, FaceDetector, crop_face
+from .media import as_bgr
 from .runtime.base import Done
 from .spec import ModelCard, preprocess
 
@@ -105,7 +106,7 @@ class ForgeryDetector:
             self._detector = FaceDetector.from_spec(self.spec, self._detector_model, max_side=self.det_max_side)
         return self._detector
 
-    # --- stages: what process_batch and edge.video.Pipeline are made of ---------------------
+    # --- stages: what process_batch and edge.stream.Pipeline are made of ---------------------
     def detect_faces(self, frame_bgr: np.ndarray) -> list[Detection]:
         """The faces of one frame, largest first (``max_faces``, ``min_face`` applied)."""
         dets = [d for d in self.detector.detect(frame_bgr) if max(d.box[2], d.box[3]) >= self.min_face]

@@ -13,8 +13,8 @@ import platform
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import ModelError
+from .. import __version__
+from ..errors import ModelError
 
 # distribution names; the first one installed is reported (opencv comes in several wheels)
 PACKAGES = {
@@ -58,8 +58,8 @@ def collect_env() -> dict:
     """A JSON-able description of this machine as ffd-edge sees it."""
     import onnxruntime as ort
 
-    from .faces.detector import find_yunet_model
-    from .runtime import auto_backend, trt_unusable_reason
+    from ..faces.detector import find_yunet_model
+    from ..runtime import auto_backend, trt_unusable_reason
 
     trt_reason = trt_unusable_reason()
     try:

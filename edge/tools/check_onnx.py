@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .onnx_model import QDQ_OPS, dims, graph_inputs, load_onnx, metadata
-from .spec import META_KEY, ModelCard
+from ..onnx_model import QDQ_OPS, dims, graph_inputs, load_onnx, metadata
+from ..spec import META_KEY, ModelCard
 
 # Operators TensorRT 10.3's ONNX parser imports (default domain).
 # Source: the onnx-tensorrt operator support matrix (docs/operators.md of the 10.x parser

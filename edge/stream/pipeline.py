@@ -5,9 +5,9 @@ the rate:
 
 ``decode`` (thread: ``source.read``) → ``detect`` (thread: face detection + crops) →
 ``classify`` (thread: batches the crops of every frame waiting, one inference per batch, then
-IoU tracking and per-track score smoothing, :mod:`edge.tracking`) → ``output`` (the caller's
+IoU tracking and per-track score smoothing, :mod:`edge.stream.tracking`) → ``output`` (the caller's
 thread: overlay, annotated video, JSON lines). The detect and classify stages are the
-:class:`~edge.detector.ForgeryDetector`'s own stage methods (``detect_faces``/``crop_faces``,
+:class:`~edge.forgery.ForgeryDetector`'s own stage methods (``detect_faces``/``crop_faces``,
 ``prepare``, ``submit``, ``face_results``): crops, normalising and results are made as in
 ``ForgeryDetector.process``, never a second way here.
 
@@ -17,24 +17,22 @@ detect queue is full it drops the oldest frame (counted in ``dropped``), so a sl
 costs frames, never memory or latency. For files nothing is dropped; decode simply waits.
 
 :class:`Pipeline` is the embeddable form (iterate it for ``(frame, [FaceResult])``); it fills a
-:class:`DetectStats` (achieved fps, per-stage ms, drops, RSS samples). ``draw_faces``,
-``VideoOut`` and ``display_available`` are the outputs; ``ffd detect`` itself is :mod:`edge.detect`.
+:class:`DetectStats` (achieved fps, per-stage ms, drops, RSS samples). The outputs (overlay,
+annotated video, window) are :mod:`edge.stream.sinks`; ``ffd detect`` itself is :mod:`edge.detect`.
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from .bench import current_rss_mb, peak_rss_mb, percentiles
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..tools.bench import current_rss_mb, peak_rss_mb, percentiles
 from .sources import EndOfStream, Frame, Source, SourceError, SourceTimeout
 
 STAGES = ("decode", "detect", "preprocess", "infer", "output")
@@ -97,7 +95,7 @@ class DetectStats:
 class Pipeline:
     """Iterate for ``(Frame, list[FaceResult])`` in frame order (faces carry ``track_id`` and smoothed scores).
 
-    ``detector``: a :class:`edge.detector.ForgeryDetector` (owned by this pipeline while it runs;
+    ``detector``: a :class:`edge.forgery.ForgeryDetector` (owned by this pipeline while it runs;
     not shared with other threads). ``live``: drop frames when behind (default: the source's
     kind). ``pace_fps``: read a file no faster than this (simulates a camera). ``every``: detect
     on every k-th frame only (the others are decoded and skipped). ``smooth``: EMA weight of a
@@ -343,55 +341,3 @@ class Pipeline:
         if self._failure is not None:
             raise self._failure
 
-
-# --- outputs -------------------------------------------------------------------------------
-_COLORS = {"fake": (0, 0, 255), "real": (0, 200, 0), "uncertain": (0, 200, 255)}
-
-
-def draw_faces(image: np.ndarray, faces) -> np.ndarray:
-    """Boxes coloured by label (red fake, green real, amber uncertain) with track id and score."""
-    import cv2
-
-    for f in faces:
-        x, y, w, h = (int(round(v)) for v in f.box)
-        c = _COLORS.get(f.label, (255, 255, 255))
-        cv2.rectangle(image, (x, y), (x + w, y + h), c, 2)
-        txt = f"#{f.track_id} {f.label} {f.score:.2f}"
-        cv2.putText(image, txt, (x, max(12, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, c, 1, cv2.LINE_AA)
-    return image
-
-
-def display_available() -> bool:
-    """True when a window can be shown: a display is set and this OpenCV has GUI support."""
-    import cv2
-
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return False
-    gui = [ln for ln in cv2.getBuildInformation().splitlines() if "GUI:" in ln]
-    return bool(gui) and "NONE" not in gui[0].upper()
-
-
-class VideoOut:
-    """Annotated video file writer, opened on the first frame (size) at the source's fps."""
-
-    def __init__(self, path: str | os.PathLike, fps: float):
-        self.path, self.fps, self._w = Path(path), fps if fps and fps > 0 else 25.0, None
-
-    def write(self, image: np.ndarray) -> None:
-        import cv2
-
-        if self._w is None:
-            if not self.path.parent.is_dir():
-                raise ConfigError("the folder of the output video does not exist", path=self.path.parent)
-            fourcc = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
-            h, w = image.shape[:2]
-            self._w = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), self.fps, (w, h))
-            if not self._w.isOpened():
-                raise ConfigError("cannot write the output video (read-only folder, disk full or unknown format)",
-                                  path=self.path, fix="use a writable folder and a .mp4 or .avi name")
-        self._w.write(image)
-
-    def close(self) -> None:
-        if self._w is not None:
-            self._w.release()
-            self._w = None

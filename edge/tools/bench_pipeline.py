@@ -28,9 +28,9 @@ from typing import Sequence
 import numpy as np
 
 from .bench import current_rss_mb, peak_rss_mb, percentiles, time_calls
-from .errors import BackendUnavailableError, ConfigError, ModelError
-from .onnx_model import read_card
-from .runtime.base import cpu_only
+from ..errors import BackendUnavailableError, ConfigError, ModelError
+from ..onnx_model import read_card
+from ..runtime.base import cpu_only
 
 
 def model_precision(path: str | os.PathLike) -> str:
@@ -38,11 +38,11 @@ def model_precision(path: str | os.PathLike) -> str:
     when the sidecar is missing or unreadable)."""
     p = Path(path)
     if p.suffix == ".onnx":
-        from .onnx_model import load_onnx, onnx_precision
+        from ..onnx_model import load_onnx, onnx_precision
 
         prec = onnx_precision(load_onnx(p))
     else:
-        from .runtime.engine_cache import read_sidecar
+        from ..runtime.engine_cache import read_sidecar
 
         try:
             opts = read_sidecar(p)["inputs"]["options"]
@@ -66,7 +66,7 @@ def bench_classifier(model: str | os.PathLike, backend: str = "ort", batch_sizes
             "precision": prec, "threads": threads}
     rows = []
     if backend == "trt":
-        from .runtime.trt import bench_engine, ensure_engine
+        from ..runtime.trt import bench_engine, ensure_engine
 
         engine = ensure_engine(model) if model.suffix == ".onnx" else model  # built once, then cached
         res = bench_engine(engine, batch_sizes=batch_sizes, iters=iters, warmup=warmup, cuda_graph=cuda_graph)
@@ -78,7 +78,7 @@ def bench_classifier(model: str | os.PathLike, backend: str = "ort", batch_sizes
                          "peak_rss_mb": peak_rss_mb(), "engine": {k: res.get(k) for k in TRT_ENV_KEYS}})
         rows += [{**base, "batch": s["batch"], "skipped": s["reason"]} for s in res.get("skipped", [])]
         return rows
-    from .runtime import open_runner
+    from ..runtime import open_runner
 
     kw = {"intra_op_threads": threads} if threads else {}
     rng = np.random.default_rng(0)
@@ -97,7 +97,7 @@ def bench_e2e(video: str | os.PathLike, model: str | os.PathLike, backend: str =
               max_frames: int | None = 300, batch_size: int = 16, detector_model=None,
               det_max_side: int | None = None) -> dict:
     """The pipelined detect loop on ``video`` (every frame detected, nothing written): stage ms and fps."""
-    from .detect import run_detect
+    from ..detect import run_detect
 
     runner_kw = {"intra_op_threads": threads} if threads and backend == "ort" else {}
     st = run_detect(str(video), str(model), backend=backend, max_frames=max_frames, batch_size=batch_size,
