@@ -139,18 +139,17 @@ def export_onnx(ckpt: str | os.PathLike, out: str | os.PathLike | None = None, *
 
 def check_parity(torch_model, onnx_path, card: ModelCard, x: np.ndarray, *, atol: float = DEFAULT_ATOL,
                  batch: int | None = None) -> dict:
-    """Compare PyTorch and ONNX Runtime scores on the same batch (after Polygraphy's comparator)."""
+    """ONNX Runtime's scores against PyTorch's on the same batch: :func:`edge.runtime.compare.compare_scores`."""
     import torch
 
+    from edge.runtime.compare import compare_scores
     from edge.runtime.ort import OrtRunner
+
     with torch.no_grad():
         ref = torch_model(torch.from_numpy(x)).numpy().astype(np.float32)
     with OrtRunner(onnx_path, max_batch=batch) as r:
         got = r.infer(x)
-    diff = np.abs(ref - got)
-    agree = float(np.mean([card.label(a) == card.label(b) for a, b in zip(ref, got)]))
-    return {"n": int(x.shape[0]), "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-            "label_agreement": agree, "atol": atol, "ok": bool(diff.max() <= atol)}
+    return compare_scores(ref, got, card, atol=atol)
 
 
 def format_parity(p: dict) -> str:

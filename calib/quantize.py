@@ -26,10 +26,11 @@ from typing import Sequence
 
 import numpy as np
 
-from edge.tools.check_onnx import QUANTIZABLE
 from edge.errors import CalibrationError, ConfigError, ModelError, require
 from edge.runtime.base import CPU_ONLY_TARGET
+from edge.runtime.compare import compare_scores
 from edge.spec import ModelCard
+from edge.tools.check_onnx import QUANTIZABLE
 
 TARGETS = ("trt", "cpu", "both")
 TRT_METHODS = ("entropy", "max")  # modelopt INT8 calibrators
@@ -208,10 +209,8 @@ def eval_set(eval_dirs: Sequence[str | os.PathLike], spec, n: int = 256, detecto
 
 
 def compare(fp32_scores: np.ndarray, q_scores: np.ndarray, card: ModelCard, y: np.ndarray | None) -> dict:
-    d = np.abs(fp32_scores - q_scores)
-    lab = lambda s: np.asarray([card.label(float(v)) for v in s])  # noqa: E731
-    r = {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
-         "label_agreement": float(np.mean(lab(fp32_scores) == lab(q_scores)))}
+    """An INT8 flavour against FP32 (:func:`edge.runtime.compare.compare_scores`), plus AUC/accuracy with labels."""
+    r = compare_scores(fp32_scores, q_scores, card)
     if y is not None:
         r.update(label_metrics(q_scores, y, card))
     return r
