@@ -1,9 +1,10 @@
 """Typed, user-facing errors.
 
-Every error a user can cause (a bad file, a missing model, a version mismatch) is an
-:class:`FfdError` that carries *what* went wrong, *which file*, and *how to fix it*.
-The CLI prints ``error: <message> (<path>)`` and ``fix: <hint>`` on one line each and
-exits non-zero; ``--debug`` shows the traceback. Internal bugs stay plain exceptions.
+Every error a user can cause (a bad file, a missing model, a version mismatch, an option
+out of range, a diverging training run) is an :class:`FfdError` that carries *what* went
+wrong, *which file*, and *how to fix it*. The CLI prints it as one line,
+``error: <message> (<path>); fix: <hint>``, and exits with its ``exit_code``; anything else
+is an internal bug: ``internal error: ...``, exit 1. ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ class ModelError(FfdError):
 
 class DatasetError(FfdError):
     """A dataset is empty, has one class only, or does not match the expected layout."""
+
+
+class TrainingError(FfdError):
+    """A training run cannot go on because of its options or data (the loss became NaN or infinite)."""
 
 
 class CalibrationError(FfdError):

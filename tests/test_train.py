@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge.errors import ConfigError, DatasetError, ModelError  # noqa: E402
+from edge.errors import ConfigError, DatasetError, ModelError, TrainingError  # noqa: E402
 from edge.spec import PreprocessSpec  # noqa: E402
 from train.registry import create_model  # noqa: E402
 from train.task import ClassifierTask  # noqa: E402
@@ -118,6 +118,15 @@ def test_resume_refuses_another_model(tmp_path):
     other = ClassifierTask(create_model("teacher_tiny"), "teacher_tiny", {})
     with pytest.raises(ModelError, match="student_tiny"):
         fit(other, make_loader(ds, 8), make_loader(ds, 8, train=False), _cfg(epochs=1, resume=True), tmp_path)
+
+
+def test_a_diverging_loss_is_a_training_error(tmp_path):
+    """A NaN/inf loss stops the run with a TrainingError naming the fix (it printed as "internal error" before)."""
+    ds = _Toy(16)
+    ds.x[:] = float("nan")
+    with pytest.raises(TrainingError, match="loss is nan at epoch 1, step 1") as e:
+        fit(_task(), make_loader(ds, 8), make_loader(ds, 8, train=False), _cfg(epochs=1), tmp_path)
+    assert "--lr" in e.value.fix
 
 
 def test_empty_loader_is_an_error():

@@ -30,6 +30,14 @@ def test_iou_and_tracker_keep_ids_and_smooth():
     assert c[0][0] == 3 and c[0][1] == pytest.approx(0.2)
 
 
+def test_bad_smoothing_weight_is_a_user_error():
+    from edge.errors import ConfigError
+
+    for alpha in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="smoothing weight"):
+            IouTracker(alpha=alpha)
+
+
 def test_detect_file_every_frame_tracks_and_outputs(face_clip, tiny_onnx, tmp_path):
     import cv2
 

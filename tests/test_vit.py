@@ -30,6 +30,28 @@ def smooth_images(n=8, size=32, seed=0):
 
 
 # --- the model ----------------------------------------------------------------------------------
+def test_bad_vit_shapes_are_user_errors(tmp_path):
+    """A size that is no multiple of the patch, or heads that do not divide the width, are ConfigErrors: `ffd`
+    prints one `error: ...; fix: ...` line and exits with the error's code (2), not "internal error" (1)."""
+    import subprocess
+    import sys
+
+    from edge.errors import ConfigError
+    from tests.test_threshold import _tiny_dataset
+
+    with pytest.raises(ConfigError, match="multiple of the patch size 8"):
+        create_model("vit_mini_patch8", img_size=36)
+    with pytest.raises(ConfigError, match="not divisible by num_heads 3"):
+        create_model("vit_tiny_patch8", **{**TINY, "embed_dim": 32, "num_heads": 3})
+    data = _tiny_dataset(tmp_path / "data", n=4)
+    p = subprocess.run([sys.executable, "-m", "ffd", "pretrain", "--data", str(data), "-o", str(tmp_path / "b.pt"),
+                        "--model", "vit_mini_patch8", "--img-size", "36", "--epochs", "1", "--device", "cpu"],
+                       capture_output=True, text=True, timeout=300)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == ConfigError.exit_code and len(lines) == 1, p.stderr
+    assert lines[0].startswith("error: img_size 36 is not a multiple of the patch size 8") and "--img-size" in lines[0]
+
+
 @pytest.mark.parametrize("name", VITS)
 def test_registered_vits_forward_backward_contract(name):
     m = create_model(name, img_size=32, depth=1)  # real widths/patches, shallow and small input for speed

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Sampler
 
-from edge.errors import ConfigError, DatasetError, ModelError
+from edge.errors import ConfigError, DatasetError, ModelError, TrainingError
 from edge.spec import ModelCard, PreprocessSpec
 
 from .checkpoint import read_checkpoint, save_checkpoint
@@ -327,7 +327,8 @@ def fit(task: nn.Module, train_loader, val_loader, cfg: FitConfig, out_dir: str 
             values = dict(zip(losses, torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device).detach()
                                                    for v in losses.values()]).tolist()))
             if not math.isfinite(values["loss"]):
-                raise FloatingPointError(f"loss is {values['loss']} at epoch {epoch + 1}; lower --lr")
+                raise TrainingError(f"the training loss is {values['loss']} at epoch {epoch + 1}, step {n_steps + 1}",
+                                    fix="lower --lr (or check the data for NaN/inf values)")
             opt.zero_grad(set_to_none=True)
             scaler.scale(losses["loss"]).backward()
             if cfg.grad_clip:

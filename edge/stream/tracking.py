@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
+
 Box = tuple[float, float, float, float]  # (x, y, w, h)
 
 
@@ -44,7 +46,8 @@ class IouTracker:
 
     def __init__(self, iou_threshold: float = 0.3, max_age: int = 15, alpha: float = 0.3):
         if not 0 < alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+            raise ConfigError(f"the score smoothing weight (alpha, smooth=) must be in (0, 1], got {alpha}",
+                              fix="pass a weight of a new score in (0, 1]; 1 turns smoothing off")
         self.iou_threshold, self.max_age, self.alpha = iou_threshold, max_age, alpha
         self.tracks: list[Track] = []
         self._next_id = 1

@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edge.errors import ConfigError
+
 from ..registry import register_model
 
 __all__ = ["VisionTransformer", "Attention", "Block", "find_vits", "resize_pos_embed"]
@@ -35,7 +37,8 @@ class Attention(nn.Module):
                  proj_drop: float = 0.0):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+            raise ConfigError(f"embed_dim {dim} is not divisible by num_heads {num_heads}",
+                              fix="choose an embed_dim that is a multiple of num_heads, or a registered ViT")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
@@ -103,7 +106,9 @@ class PatchEmbed(nn.Module):
     def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int):
         super().__init__()
         if img_size % patch_size:
-            raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+            raise ConfigError(f"img_size {img_size} is not a multiple of the patch size {patch_size}",
+                              fix=f"pass --img-size as a multiple of {patch_size} "
+                                  f"(e.g. {max(1, round(img_size / patch_size)) * patch_size})")
         self.img_size, self.patch_size = img_size, patch_size
         self.grid_size = img_size // patch_size
         self.num_patches = self.grid_size ** 2
