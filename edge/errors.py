@@ -35,10 +35,6 @@ class InputError(FfdError):
     """A media file or folder cannot be read (missing, corrupt, truncated, not media)."""
 
 
-class NoFaceError(InputError):
-    """An image or video holds no detectable face."""
-
-
 class ConfigError(FfdError):
     """An option, config or spec is invalid or inconsistent."""
 

@@ -36,7 +36,7 @@ IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif"
 VIDEO_EXTS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg",
                         ".wmv", ".flv", ".3gp", ".ts"})
 
-Frame = tuple[int, float, np.ndarray]  # (frame index, timestamp in seconds, uint8 BGR frame)
+SampledFrame = tuple[int, float, np.ndarray]  # (frame index, timestamp in seconds, uint8 BGR frame)
 
 DEFAULT_DECODE_TIMEOUT_S = 300.0
 
@@ -267,7 +267,7 @@ class VideoReader:
         self.truncated = 0 < n < self.info.frame_count
         return n
 
-    def _sequential(self, wanted) -> Iterator[Frame]:
+    def _sequential(self, wanted) -> Iterator[SampledFrame]:
         """Decode from the current position (the start), yielding the frames ``wanted(i)`` accepts."""
         i = 0
         while True:
@@ -283,7 +283,7 @@ class VideoReader:
             self.decoded = i
             self.truncated = 0 < i < self.info.frame_count
 
-    def _uniform(self, n_frames: int) -> Iterator[Frame]:
+    def _uniform(self, n_frames: int) -> Iterator[SampledFrame]:
         targets = uniform_indices(self.info.frame_count, n_frames)
         done: set[int] = set()
         # a truncated file fails at its end: probe the last target before trusting the count
@@ -298,7 +298,7 @@ class VideoReader:
             rest = set(uniform_indices(self._count_frames(), n_frames)) - done
             yield from self._sequential(rest.__contains__)
 
-    def frames(self, n_frames: int | None = None, every: int | None = None) -> Iterator[Frame]:
+    def frames(self, n_frames: int | None = None, every: int | None = None) -> Iterator[SampledFrame]:
         """Yield ``(index, timestamp_s, frame)``: N uniform frames, every k-th frame, or all frames."""
         if n_frames is not None and every is not None:
             raise ConfigError("give either n_frames or every, not both")
@@ -316,7 +316,7 @@ class VideoReader:
 
 
 def iter_video_frames(path: str | os.PathLike, n_frames: int | None = None,
-                      every: int | None = None) -> Iterator[Frame]:
+                      every: int | None = None) -> Iterator[SampledFrame]:
     """Open, sample and close a video: ``(frame_index, timestamp_s, uint8 BGR frame)`` per sample.
 
     ``n_frames``: N frames uniformly over the video; ``every``: every k-th frame; neither: all.

@@ -142,7 +142,7 @@ class ModelCard:
         return dataclasses.replace(self, **kw)
 
 
-_INTERP = {"linear": 1, "area": 3, "cubic": 2}  # cv2.INTER_* values, documented and stable in OpenCV
+INTERPOLATION_FLAGS = {"linear": 1, "area": 3, "cubic": 2}  # cv2.INTER_* values, documented and stable in OpenCV
 
 
 def normalize(crops: np.ndarray | Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
@@ -168,7 +168,7 @@ def resize_crop(crop_bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
     if crop_bgr.shape[0] == spec.size and crop_bgr.shape[1] == spec.size:
         return crop_bgr
-    return cv2.resize(crop_bgr, (spec.size, spec.size), interpolation=_INTERP[spec.interpolation])
+    return cv2.resize(crop_bgr, (spec.size, spec.size), interpolation=INTERPOLATION_FLAGS[spec.interpolation])
 
 
 def preprocess(crops_bgr: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:

@@ -40,6 +40,21 @@ def test_every_edge_module_imports_without_heavy_extras():
     assert int(r.stdout.split()[-1]) >= 20  # the walk really visited the package
 
 
+def test_train_help_lists_the_registered_models_without_torch():
+    r = _run("""
+        from typer.testing import CliRunner
+        from ffd.cli import app
+        from train.registry import declared_models
+        out = " ".join(CliRunner().invoke(app, ["train", "--help"]).output.split())
+        names = declared_models()
+        missing = [n for n in names if n not in out]
+        print(len(names), missing)
+    """)
+    assert r.returncode == 0, r.stderr
+    n, missing = r.stdout.split(maxsplit=1)
+    assert int(n) >= 10 and missing.strip() == "[]", r.stdout
+
+
 def test_every_cli_help_works_without_heavy_extras():
     r = _run("""
         import sys, typer

@@ -50,11 +50,6 @@ def declared_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
 
 
-def is_model(name: str) -> bool:
-    _load()
-    return name in _REGISTRY
-
-
 def has_pretrained(name: str) -> bool:
     """Whether the entry point takes ``pretrained=`` (it has ImageNet weights to start from)."""
     import inspect

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import _INTERP, PreprocessSpec
+from ..spec import INTERPOLATION_FLAGS, PreprocessSpec
 from .detector import Detection
 
 # ArcFace 112x112 reference landmarks (image-left eye, image-right eye, nose, mouth corners)
@@ -46,7 +46,7 @@ def crop_face(image_bgr: np.ndarray, det: Detection, spec: PreprocessSpec) -> tu
     import cv2
 
     m = crop_matrix(det, spec)
-    crop = cv2.warpAffine(image_bgr, m, (spec.size, spec.size), flags=_INTERP[spec.interpolation],
+    crop = cv2.warpAffine(image_bgr, m, (spec.size, spec.size), flags=INTERPOLATION_FLAGS[spec.interpolation],
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
     return crop, m
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import ConfigError, EngineMismatchError, ModelError
+from ..errors import ConfigError, EngineMismatchError, ModelError, require
 from ..spec import ModelCard
 
 SIDECAR_FORMAT = 1
@@ -190,8 +190,6 @@ def fp16_onnx_bytes(onnx_path: str | Path) -> bytes:
     and the network is strongly typed. Needs ``ffd-edge[calib]`` (modelopt; it imports torch),
     so run it on the desktop, or cast once there and copy the FP16 ONNX.
     """
-    from ..errors import require
-
     autocast = require("modelopt.onnx.autocast", "calib", "FP16 engines on TensorRT 11 (AutoCast)")
     model = autocast.convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16",
                                                 keep_io_types=True)

@@ -40,7 +40,7 @@ def resolve_providers(providers: str | Sequence[str] | None) -> list[str]:
     return wanted
 
 
-def read_card(session, path: str | Path) -> ModelCard:
+def session_card(session, path: str | Path) -> ModelCard:
     """The ModelCard stored in an ONNX Runtime session's custom metadata, or ModelError naming the fix."""
     from ..onnx_model import card_from_props
 
@@ -76,7 +76,7 @@ class OrtRunner(Runner):
         except Exception as e:  # onnxruntime raises its own pybind exception types (InvalidProtobuf, Fail, ...)
             raise ModelError(f"ONNX Runtime could not load the model: {str(e).strip().splitlines()[0][:300]}",
                              path=self.path, fix="the file is corrupt, truncated or not ONNX; re-run `ffd export`") from e
-        self.card = card if card is not None else read_card(self._sess, self.path)
+        self.card = card if card is not None else session_card(self._sess, self.path)
         inputs, outputs = self._sess.get_inputs(), self._sess.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise ModelError(f"expected one input and a score output, got inputs {[i.name for i in inputs]}",

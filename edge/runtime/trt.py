@@ -37,15 +37,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ConfigError, EngineMismatchError, MissingDependencyError, ModelError
-from ..errors import require
+from ..errors import (BackendUnavailableError, ConfigError, EngineMismatchError, MissingDependencyError, ModelError,
+                      require)
 from ..spec import ModelCard
 from . import cuda as cu
 from .base import Done, Runner, cpu_only
-from .engine_cache import (BatchProfile, BuildOptions, EngineEnv, atomic_write, cache_key, check_engine_bytes,
-                           check_sidecar, default_engine_path, describe_onnx, file_lock, fp16_onnx_bytes,
-                           is_cache_hit, key_inputs, make_sidecar, mismatches, read_sidecar, serves_onnx,
-                           sha256_file, sidecar_path, write_sidecar)
+from .engine_cache import (DEFAULT_MAX_BATCH, DEFAULT_MIN_BATCH, DEFAULT_OPT_BATCH, DEFAULT_OPT_LEVEL,
+                           DEFAULT_WORKSPACE_MB, BatchProfile, BuildOptions, EngineEnv, atomic_write, cache_key,
+                           check_engine_bytes, check_sidecar, default_engine_path, describe_onnx, file_lock,
+                           fp16_onnx_bytes, is_cache_hit, key_inputs, make_sidecar, mismatches, read_sidecar,
+                           serves_onnx, sha256_file, sidecar_path, write_sidecar)
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,6 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, min_ba
     When ``out`` already holds an engine whose sidecar key equals the key of these inputs on
     this TensorRT and GPU, it is reused (``cache_hit``) unless ``rebuild``.
     """
-    from . import engine_cache as ec
-
     info = describe_onnx(onnx_path)
     card = card or info.card
     if card is None:
@@ -133,11 +132,11 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, min_ba
                           "takes symmetric INT8 Q/DQ only", path=onnx_path,
                           fix="build the Model Optimizer flavour instead (`ffd quantize` writes *.int8-trt.onnx), "
                               "or the FP32 ONNX with --fp16")
-    profile = BatchProfile(min_batch or ec.DEFAULT_MIN_BATCH, opt_batch or ec.DEFAULT_OPT_BATCH,
-                           max_batch or ec.DEFAULT_MAX_BATCH)
+    profile = BatchProfile(min_batch or DEFAULT_MIN_BATCH, opt_batch or DEFAULT_OPT_BATCH,
+                           max_batch or DEFAULT_MAX_BATCH)
     shapes = profile.shapes(info.input_shape)
-    options = BuildOptions(info.precision, bool(fp16), workspace_mb or ec.DEFAULT_WORKSPACE_MB,
-                           ec.DEFAULT_OPT_LEVEL if opt_level is None else int(opt_level))
+    options = BuildOptions(info.precision, bool(fp16), workspace_mb or DEFAULT_WORKSPACE_MB,
+                           DEFAULT_OPT_LEVEL if opt_level is None else int(opt_level))
     out = Path(out) if out else default_engine_path(onnx_path)
     env = current_env(device)
     inputs = key_inputs(info.sha256, profile, options, env, info.input_name)

@@ -37,9 +37,6 @@ import numpy as np
 from ..errors import ConfigError, FfdError, InputError
 from .db import ResultsDB, content_hash
 
-AGGREGATIONS = ("mean", "max", "topk:K")
-
-
 @dataclass(frozen=True)
 class ScreenSettings:
     """Sampling and aggregation; part of the resume key (changing them re-screens)."""

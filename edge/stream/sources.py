@@ -60,7 +60,7 @@ class Frame:
 
 
 @dataclass(frozen=True)
-class SourceSpec:
+class ParsedUri:
     """What :func:`parse_uri` made of a URI: ``kind`` and what OpenCV opens."""
 
     kind: str  # file | image | folder | v4l2 | csi | stream | gstreamer
@@ -78,40 +78,40 @@ def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: 
             "videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1 sync=false")
 
 
-def parse_uri(uri: str | int | os.PathLike, width: int = 1280, height: int = 720, fps: int = 30) -> SourceSpec:
+def parse_uri(uri: str | int | os.PathLike, width: int = 1280, height: int = 720, fps: int = 30) -> ParsedUri:
     """Classify a source URI (no I/O beyond ``stat``)."""
     if isinstance(uri, int):
-        return SourceSpec("v4l2", uri, True, "v4l2")
+        return ParsedUri("v4l2", uri, True, "v4l2")
     s = str(uri).strip()
     if "!" in s:
-        return SourceSpec("gstreamer", s, True, "gstreamer")
+        return ParsedUri("gstreamer", s, True, "gstreamer")
     if s.isdigit():
-        return SourceSpec("v4l2", int(s), True, "v4l2")
+        return ParsedUri("v4l2", int(s), True, "v4l2")
     u = urlparse(s)
     scheme = u.scheme.lower()
     if scheme == "csi":
         sensor = (u.netloc or u.path.strip("/") or "0")
         if not sensor.isdigit():
             raise SourceError(f"bad CSI camera URI {s!r}", fix="use csi://0, csi://1, ...")
-        return SourceSpec("csi", csi_pipeline(int(sensor), width, height, fps), True, "gstreamer")
+        return ParsedUri("csi", csi_pipeline(int(sensor), width, height, fps), True, "gstreamer")
     if scheme == "v4l2":
         s = u.path or u.netloc
         scheme = ""
     if scheme in STREAM_SCHEMES:
-        return SourceSpec("stream", s, True, "ffmpeg")
+        return ParsedUri("stream", s, True, "ffmpeg")
     if scheme == "file":
         s = u.path
     elif scheme and len(scheme) > 1:
         raise SourceError(f"unknown source scheme {scheme!r}",
                           fix="use a file, a folder, /dev/videoN, csi://N, rtsp://..., http://... or a GStreamer pipeline")
     if s.startswith("/dev/video"):
-        return SourceSpec("v4l2", s, True, "v4l2")
+        return ParsedUri("v4l2", s, True, "v4l2")
     p = Path(s)
     if p.is_dir():
-        return SourceSpec("folder", str(p), False, "folder")
+        return ParsedUri("folder", str(p), False, "folder")
     if is_image(p):
-        return SourceSpec("image", str(p), False, "image")
-    return SourceSpec("file", str(p), False, "ffmpeg")
+        return ParsedUri("image", str(p), False, "image")
+    return ParsedUri("file", str(p), False, "ffmpeg")
 
 
 def backoff_delays(backoff_s: float, max_backoff_s: float, max_retries: int | None) -> Iterator[float]:
@@ -122,20 +122,20 @@ def backoff_delays(backoff_s: float, max_backoff_s: float, max_retries: int | No
         k += 1
 
 
-def _capture(spec: SourceSpec):
-    """Open an OpenCV capture for ``spec``; returns it or None when it does not open."""
+def _capture(parsed: ParsedUri):
+    """Open an OpenCV capture for ``parsed``; returns it or None when it does not open."""
     import cv2
 
-    if spec.api == "gstreamer":
+    if parsed.api == "gstreamer":
         if "GStreamer:                   YES" not in cv2.getBuildInformation():
             raise BackendUnavailableError(
                 "this OpenCV build has no GStreamer support (needed for csi:// and pipeline strings)",
                 fix="on Jetson use the JetPack OpenCV (python3-opencv) instead of opencv-python-headless")
-        cap = cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
-    elif spec.api == "v4l2":
-        cap = cv2.VideoCapture(spec.target, cv2.CAP_V4L2)
+        cap = cv2.VideoCapture(parsed.target, cv2.CAP_GSTREAMER)
+    elif parsed.api == "v4l2":
+        cap = cv2.VideoCapture(parsed.target, cv2.CAP_V4L2)
     else:
-        cap = cv2.VideoCapture(str(spec.target), cv2.CAP_FFMPEG)
+        cap = cv2.VideoCapture(str(parsed.target), cv2.CAP_FFMPEG)
     if cap.isOpened():
         return cap
     cap.release()
@@ -281,9 +281,9 @@ class LiveSource(Source):
     makes the first failure final. A stream that ends (EOF) is treated as dropped.
     """
 
-    def __init__(self, spec: SourceSpec, uri: str, buffer: int = 2, backoff_s: float = 0.5,
+    def __init__(self, parsed: ParsedUri, uri: str, buffer: int = 2, backoff_s: float = 0.5,
                  max_backoff_s: float = 8.0, max_retries: int | None = 5):
-        self.spec, self.uri, self.live = spec, uri, True
+        self.parsed, self.uri, self.live = parsed, uri, True
         self.backoff_s, self.max_backoff_s, self.max_retries = backoff_s, max_backoff_s, max_retries
         self._buf: deque[Frame] = deque(maxlen=max(1, buffer))
         self._cond = threading.Condition()
@@ -298,15 +298,15 @@ class LiveSource(Source):
 
     def _open_first(self):
         """Open synchronously (retrying with back-off) so that a wrong URI fails in ``open_source``."""
-        cap = _capture(self.spec)
+        cap = _capture(self.parsed)
         for delay in backoff_delays(self.backoff_s, self.max_backoff_s, self.max_retries):
             if cap is not None:
                 break
             time.sleep(delay)
             self.retry_log.append(delay)
-            cap = _capture(self.spec)
+            cap = _capture(self.parsed)
         if cap is None:
-            raise SourceError(f"cannot open live source {self.spec.kind} after {len(self.retry_log)} retries",
+            raise SourceError(f"cannot open live source {self.parsed.kind} after {len(self.retry_log)} retries",
                               path=self.uri, fix="check the camera/stream is connected and the URI is right")
         self._set_props(cap)
         return cap
@@ -328,13 +328,13 @@ class LiveSource(Source):
                     delays = delays or backoff_delays(self.backoff_s, self.max_backoff_s, self.max_retries)
                     delay = next(delays, None)
                     if delay is None:
-                        raise SourceError(f"live source {self.spec.kind} lost; {self.max_retries} reconnect attempts "
+                        raise SourceError(f"live source {self.parsed.kind} lost; {self.max_retries} reconnect attempts "
                                           "failed", path=self.uri,
                                           fix="check the camera/stream is connected and the URI is right")
                     if self._stop.wait(delay):
                         break
                     self.retry_log.append(delay)
-                    cap = _capture(self.spec)
+                    cap = _capture(self.parsed)
                     if cap is not None:
                         self.reconnects += 1
                         self._set_props(cap)
@@ -381,10 +381,10 @@ def open_source(uri: str | int | os.PathLike, *, buffer: int = 2, backoff_s: flo
                 max_backoff_s: float = 8.0, max_retries: int | None = 5, width: int = 1280, height: int = 720,
                 fps: int = 30) -> Source:
     """Open any source by URI; see the module docstring. ``width``/``height``/``fps`` apply to ``csi://``."""
-    spec = parse_uri(uri, width, height, fps)
-    if spec.kind == "folder":
-        return FolderSource(spec.target)
-    if spec.kind in ("file", "image"):
-        return FileSource(spec.target, image=spec.kind == "image")
-    return LiveSource(spec, str(uri), buffer=buffer, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
+    parsed = parse_uri(uri, width, height, fps)
+    if parsed.kind == "folder":
+        return FolderSource(parsed.target)
+    if parsed.kind in ("file", "image"):
+        return FileSource(parsed.target, image=parsed.kind == "image")
+    return LiveSource(parsed, str(uri), buffer=buffer, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
                       max_retries=max_retries)

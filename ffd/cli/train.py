@@ -19,7 +19,8 @@ def _models(pattern: str) -> str:
     return ", ".join(declared_models(pattern)) or "see train/models"
 
 
-train_app = typer.Typer(no_args_is_help=True, help="Train teachers and distilled students.")
+TRAIN_HELP = f"Train teachers and distilled students. Registered models: {_models('*')}."
+train_app = typer.Typer(no_args_is_help=True, help=TRAIN_HELP)
 
 DataOpt = Annotated[list[str], typer.Option(
     "--data", help="Dataset (repeatable): any layout train.data reads; prefix real:/fake: for a plain image folder.")]
@@ -101,5 +102,5 @@ def eval_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(train_app, name="train", help="Train teachers and distilled students.")
+    app.add_typer(train_app, name="train", help=TRAIN_HELP, short_help="Train teachers and distilled students.")
     app.command("eval")(eval_command)
