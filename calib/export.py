@@ -153,7 +153,8 @@ def check_parity(torch_model, onnx_path, card: ModelCard, x: np.ndarray, *, atol
 
 
 def format_parity(p: dict) -> str:
-    return (f"parity vs PyTorch on {p['n']} real faces: max |diff| {p['max_abs_diff']:.2e}, mean {p['mean_abs_diff']:.2e}, "
+    return (f"parity vs PyTorch on {p['n']} real faces: max |diff| {p['max_abs_diff']:.2e}, "
+            f"mean {p['mean_abs_diff']:.2e}, "
             f"label agreement {p['label_agreement']:.1%} (atol {p['atol']:.0e}: {'ok' if p['ok'] else 'FAILED'})")
 
 

@@ -302,7 +302,8 @@ def quantize_onnx(onnx_path: str | os.PathLike, calib_dir: str | os.PathLike, ou
 def format_report(r: dict) -> str:
     f = lambda v, p=4: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = [f"evaluation on {r['evaluation']}",
-             f"{'model':<10} {'flavour':<32} {'AUC':>7} {'acc':>7} {'agree':>7} {'max|d|':>8} {'Q/DQ':>9} {'int8 conv/gemm':>15}",
+             f"{'model':<10} {'flavour':<32} {'AUC':>7} {'acc':>7} {'agree':>7} {'max|d|':>8} {'Q/DQ':>9} "
+             f"{'int8 conv/gemm':>15}",
              f"{'fp32':<10} {'fp32':<32} {f(r['fp32'].get('auc')):>7} {f(r['fp32'].get('accuracy')):>7} "
              f"{'-':>7} {'-':>8} {'-':>9} {'-':>15}"]
     for k, a in r["int8"].items():

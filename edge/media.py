@@ -11,8 +11,8 @@ samples the frames that really decode. ``probe_video`` reads fps, frame count, d
 and size from the container; ``open_video`` returns the opened capture with them (for
 readers that play a whole file, as ``edge.stream.sources.FileSource``). Every failure a user can
 cause (missing, zero-byte, non-media, corrupt or truncated file) is an
-:class:`~edge.errors.InputError` naming the file. Decoding one file never touches another, so a caller can run it in a worker
-process with a timeout.
+:class:`~edge.errors.InputError` naming the file. Decoding one file never touches another, so a
+caller can run it in a worker process with a timeout.
 
 No file can hang a run: FFmpeg's blocking opens and reads are interrupted after
 ``FFD_DECODE_TIMEOUT_S`` (OpenCV's open/read timeouts), and a :class:`VideoReader` stops

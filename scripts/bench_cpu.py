@@ -197,10 +197,9 @@ def main() -> None:
             src = rep_trt["fp32"] if k == "fp32" else rep["int8"][k]
             r.update({"auc": src.get("auc"), "flavour": src.get("flavour")})
             if k != "fp32":
+                q, fl = len(src["nodes"]["quantized_compute"]), len(src["nodes"]["float_compute"])
                 r.update({"auc_drop": src.get("auc_drop"), "label_agreement": src.get("label_agreement"),
-                          "max_abs_diff": src.get("max_abs_diff"),
-                          "int8_compute": f"{len(src['nodes']['quantized_compute'])}/"
-                                          f"{len(src['nodes']['quantized_compute']) + len(src['nodes']['float_compute'])}"})
+                          "max_abs_diff": src.get("max_abs_diff"), "int8_compute": f"{q}/{q + fl}"})
         results.append(r)
         print(fmt_row(r), flush=True)
 
@@ -254,7 +253,8 @@ def markdown_table(doc: dict) -> str:
             lines.append(f"| {r['name']} | error: {r['error']} |||||||")
             continue
         b1, b32 = r["batches"]["1"], r["batches"]["32"]
-        lines.append(f"| {r['name']} | {b1['crops_per_s']:.0f} | {b1['p50_ms']:.2f}/{b1['p90_ms']:.2f}/{b1['p99_ms']:.2f} "
+        lines.append(f"| {r['name']} | {b1['crops_per_s']:.0f} "
+                     f"| {b1['p50_ms']:.2f}/{b1['p90_ms']:.2f}/{b1['p99_ms']:.2f} "
                      f"| {b32['crops_per_s']:.0f} | {b32['p50_ms']:.1f}/{b32['p90_ms']:.1f}/{b32['p99_ms']:.1f} "
                      f"| {r['peak_rss_mb']:.0f} | {f(r.get('auc'))} | {r.get('int8_compute', '-')} |")
     if doc["ratios"]:
@@ -262,7 +262,8 @@ def markdown_table(doc: dict) -> str:
         lines.append("")
         lines.append(f"INT8 (CPU flavour) vs FP32 teacher eager at batch 32: **{rt['int8_cpu_vs_teacher_b32']:.1f}x** "
                      f"(target >= 20x); vs FP32 student ORT: **{rt['int8_cpu_vs_fp32_ort_b32']:.2f}x** (target >= 2x). "
-                     f"Model Optimizer Q/DQ vs FP32 ORT at batch 32: {rt['int8_modelopt_fp16_vs_fp32_ort_b32']:.2f}x (fp16), "
+                     "Model Optimizer Q/DQ vs FP32 ORT at batch 32: "
+                     f"{rt['int8_modelopt_fp16_vs_fp32_ort_b32']:.2f}x (fp16), "
                      f"{rt['int8_modelopt_fp32hp_vs_fp32_ort_b32']:.2f}x (fp32 high precision).")
     return "\n".join(lines)
 

@@ -1,7 +1,8 @@
 """Benchmarks of issue 6 (numbers for docs/pipeline.md; nothing here asserts a speed).
 
 1. ``ffd screen`` real-time factor (video-seconds per wall-second) on archives of ``--files``
-   generated 720p or 1080p clips at 2 fps sampling, in-process and with worker processes, and how it scales with the sampling rate (0.5 .. 8 fps).
+   generated 720p or 1080p clips at 2 fps sampling, in-process and with worker processes, and how it
+   scales with the sampling rate (0.5 .. 8 fps).
 2. ``ffd detect`` (the pipelined loop) on a 720p file with detection on every frame: fps and
    per-stage ms (which stage limits), at the default detector size and smaller ones.
 3. Peak RSS of the detect loop over a long run (RSS sampled every 50 frames).
@@ -72,7 +73,8 @@ def screen_rtf(clips: list[Path], model: Path, work: Path, every_s: float, worke
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, help="INT8/FP32 ONNX or engine (default: the newest student model under runs/)")
+    ap.add_argument("--model", type=Path,
+                    help="INT8/FP32 ONNX or engine (default: the newest student model under runs/)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     ap.add_argument("--work", type=Path, default=Path("/tmp/ffd_bench_pipeline"))
     ap.add_argument("--seconds", type=float, default=20.0, help="length of each generated clip")

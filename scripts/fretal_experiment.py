@@ -97,9 +97,11 @@ def summarize(runs: list[dict], methods, shots_list) -> tuple[list[dict], str]:
 
     rows, lines = [], []
     before = runs[0]["report"]["before"]
-    lines.append("| shots/class | method | source AUC after | target AUC after | source AUC change | target AUC change | seeds |")
+    lines.append("| shots/class | method | source AUC after | target AUC after | source AUC change "
+                 "| target AUC change | seeds |")
     lines.append("|---|---|---|---|---|---|---|")
-    lines.append(f"| - | before adaptation (source model) | {before['source_auc']:.3f} | {before['target_auc']:.3f} | - | - | - |")
+    lines.append(f"| - | before adaptation (source model) | {before['source_auc']:.3f} "
+                 f"| {before['target_auc']:.3f} | - | - | - |")
     for shots in shots_list:
         for m in methods:
             rs = [r for r in runs if r["shots"] == shots and r["method"] == m]
@@ -177,7 +179,8 @@ def main(argv=None) -> int:
             for variant in a.methods:
                 method, *kv = variant.split(":")
                 extra = {k: float(v) for k, v in (x.split("=") for x in kv)}
-                out = work / "adapted" / f"{variant.replace(':', '_').replace('=', '')}_{a.keep}_s{shots or 'all'}_seed{seed}.pt"
+                name = variant.replace(":", "_").replace("=", "")
+                out = work / "adapted" / f"{name}_{a.keep}_s{shots or 'all'}_seed{seed}.pt"
                 t0 = time.time()
                 adapt(src_ckpt, pool, out, method=method, shots=shots, epochs=epochs, lr=a.lr, seed=seed,
                       batch_size=a.batch_size, keep=a.keep, device="cpu", **extra)
@@ -187,7 +190,8 @@ def main(argv=None) -> int:
                              "best_epoch": info["best_epoch"], "kept_epoch": info["kept_epoch"],
                              "target_val_auc": info["target_val_auc"],
                              "seconds": round(time.time() - t0, 1), "report": rep})
-                log(f"{variant:12s} keep={a.keep} kept epoch {info['kept_epoch']}/{epochs} shots={shots or 'all':>4} seed={seed} epochs={epochs}: "
+                log(f"{variant:12s} keep={a.keep} kept epoch {info['kept_epoch']}/{epochs} "
+                    f"shots={shots or 'all':>4} seed={seed} epochs={epochs}: "
                     f"source AUC {rep['before']['source_auc']:.3f}->{rep['after']['source_auc']:.3f}, "
                     f"target AUC {rep['before']['target_auc']:.3f}->{rep['after']['target_auc']:.3f} "
                     f"({time.time() - t0:.0f}s)")

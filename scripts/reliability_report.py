@@ -81,7 +81,8 @@ def main() -> int:
         for d in ("extract", "screen.sqlite", "detect.jsonl", "report.html", "eval", "kill.sqlite", "kill.html"):
             p = work / d
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        o, runs["faces extract"] = step("ffd faces extract", lambda: H.extract_outcomes(corpus, entries, work / "extract"))
+        o, runs["faces extract"] = step("ffd faces extract",
+                                        lambda: H.extract_outcomes(corpus, entries, work / "extract"))
         outcomes += o
         o, runs["detect images"] = step("ffd detect (images)", lambda: H.detect_image_outcomes(
             corpus, entries, model, work / "detect.jsonl"))

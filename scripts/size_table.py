@@ -111,7 +111,8 @@ def main(argv=None):
             for r in runners.values():
                 r.close()
             for k in paths:
-                per_source[k] = {n: round(float(v["frame"]["auc"]), 4) for n, v in report_sets(scored[k], c.threshold).items()}
+                sets_k = report_sets(scored[k], c.threshold)
+                per_source[k] = {n: round(float(v["frame"]["auc"]), 4) for n, v in sets_k.items()}
             row["auc"] = per_source["fp32"]
         rows.append(row)
         log(f"size {size}: {row}")
@@ -122,12 +123,17 @@ def main(argv=None):
              f"(`{card.name}`, trained at {trained} px). ONNX Runtime U8S8 INT8, {args.threads} threads, "
              "median of one run, sizes measured side by side in one process; AUC on the held-out test parts "
              "(frame level).", "",
-             "| input | INT8 crops/s b1 | p50 ms b1 | INT8 crops/s b32 | p50 ms b32 | " + " | ".join(f"{s} AUC" for s in sets) + " |",
+             "| input | INT8 crops/s b1 | p50 ms b1 | INT8 crops/s b32 | p50 ms b32 | "
+             + " | ".join(f"{s} AUC" for s in sets) + " |",
              "|---|---|---|---|---|" + "---|" * len(sets)]
     for r in rows:
-        auc = [f"{r['auc'][s]:.3f}" for s in sets] if "auc" in r else ["(not trained at this size)"] + [""] * (len(sets) - 1)
+        if "auc" in r:
+            auc = [f"{r['auc'][s]:.3f}" for s in sets]
+        else:
+            auc = ["(not trained at this size)"] + [""] * (len(sets) - 1)
         sp = r["speed_int8_cpu"]
-        lines.append(f"| {r['size']} px | {sp[1]['crops_per_s']:.0f} | {sp[1]['p50_ms']:.2f} | {sp[32]['crops_per_s']:.0f} "
+        lines.append(f"| {r['size']} px | {sp[1]['crops_per_s']:.0f} | {sp[1]['p50_ms']:.2f} "
+                     f"| {sp[32]['crops_per_s']:.0f} "
                      f"| {sp[32]['p50_ms']:.1f} | " + " | ".join(auc) + " |")
     if per_source:
         lines += ["", f"INT8 against FP32 at {trained} px, same faces, frame AUC:", "",

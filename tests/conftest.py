@@ -91,7 +91,8 @@ def make_tiny_onnx(path: Path, size: int = 32, threshold: float = 0.5, name: str
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     if card:  # True: a default card; a ModelCard: that one
-        c = card if isinstance(card, ModelCard) else ModelCard(name, spec=PreprocessSpec(size=size), threshold=threshold)
+        c = card if isinstance(card, ModelCard) else ModelCard(name, spec=PreprocessSpec(size=size),
+                                                               threshold=threshold)
         helper.set_model_props(model, {META_KEY: c.to_json()})
     onnx.checker.check_model(model)
     onnx.save(model, str(path))

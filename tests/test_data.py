@@ -166,7 +166,8 @@ def test_extracted_ffpp_crops_keep_identity_groups_and_official_split(tmp_path):
         w.writeheader()
         for v in vids:
             for k in range(2):
-                w.writerow({"path": f"crops/{Path(v.path).stem}_f{k}.png", "label": "real" if v.label == REAL else "fake",
+                w.writerow({"path": f"crops/{Path(v.path).stem}_f{k}.png",
+                            "label": "real" if v.label == REAL else "fake",
                             "method": v.method, "group": Path(v.path).stem, "source": v.source, "frame": k})
     crops = load_samples(out)
     assert len(crops) == 8

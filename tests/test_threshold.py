@@ -194,7 +194,8 @@ def test_cli_calibrate_threshold(tmp_path):
 
     torch.manual_seed(1)
     ckpt = save_checkpoint(tmp_path / "m.pt", create_model("vit_tiny_patch8", **TINY),
-                           ModelCard("vit_tiny_patch8", spec=PreprocessSpec(size=32, detector="none")), model_kwargs=TINY)
+                           ModelCard("vit_tiny_patch8", spec=PreprocessSpec(size=32, detector="none")),
+                           model_kwargs=TINY)
     data = _tiny_dataset(tmp_path / "data")
     r = CliRunner().invoke(app, ["calibrate-threshold", str(ckpt), str(data), "--whole", "--rule", "target_fpr",
                                  "--target-fpr", "0.1", "-o", str(tmp_path / "o.pt")])

@@ -177,7 +177,8 @@ def test_cli_teacher_student_eval(ciplab, teacher_run, tmp_path):
 
     # resume: the run is complete, re-running with --resume trains no further epoch
     r = _ffd("train", "student", "--data", ciplab, "--out", out, "--kd", "two-in-one", "--teacher",
-             teacher_run / "best.pt", "--model", "student_tiny", "--resume", *[a for a in TINY if a not in ("--size", 64)])
+             teacher_run / "best.pt", "--model", "student_tiny", "--resume",
+             *[a for a in TINY if a not in ("--size", 64)])
     assert r.exit_code == 0, r.output
     assert len(json.loads((out / "history.json").read_text())) == 1
 
@@ -209,7 +210,8 @@ def test_cli_errors(ciplab, teacher_run, shared, tmp_path):
     err(*stu, "--kd", "nope")
     err("train", "teacher", "--data", ciplab, "--out", tmp_path / "t", "--model", "teacher_nope", *TINY)
     err("eval", teacher_run / "best.pt", f"real:{london}", "--max-per-class", 4)  # one class only
-    err("train", "teacher", "--data", f"real:{london}", "--no-sbi", "--out", tmp_path / "t", "--model", "teacher_tiny", *TINY)
+    err("train", "teacher", "--data", f"real:{london}", "--no-sbi", "--out", tmp_path / "t", "--model", "teacher_tiny",
+        *TINY)
 
     from train.recipes import build_datasets, train_student
 

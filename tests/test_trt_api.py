@@ -61,7 +61,8 @@ def _dir_names(*objs) -> set[str]:
 
 # attributes of Python/numpy/stdlib objects the module also touches (never TensorRT's)
 PY_NAMES = _dir_names(str, bytes, bytearray, dict, list, tuple, set, int, float, object, memoryview, BaseException,
-                      np, np.ndarray, np.dtype, np.random.Generator, pathlib.Path, queue.Queue, threading.Thread, Future, logging.Logger,
+                      np, np.ndarray, np.dtype, np.random.Generator, pathlib.Path, queue.Queue, threading.Thread,
+                      Future, logging.Logger,
                       builtins)
 PYCUDA_NAMES = {"handle", "synchronize"}  # pycuda.driver.Stream (its handle is execute_async_v3's argument)
 

@@ -1,4 +1,5 @@
-"""The pipelined video loop (edge.stream.pipeline), IoU tracking (edge.stream.tracking) and `ffd detect` on videos (edge.detect)."""
+"""The pipelined video loop (edge.stream.pipeline), IoU tracking (edge.stream.tracking) and `ffd detect` on
+videos (edge.detect)."""
 from __future__ import annotations
 
 import json
@@ -104,7 +105,8 @@ def test_pipeline_uses_the_detector_stages(face_clip, tiny_onnx):
     with ForgeryDetector(tiny_onnx) as fd, open_source(str(face_clip)) as src:
         piped = [(fr.image, faces) for fr, faces in Pipeline(src, fd, max_frames=4)]
         direct = [fd.process(img) for img, _ in piped]
-        assert fd.prepare([]).shape == (0, 3, fd.spec.size, fd.spec.size) and fd.submit(fd.prepare([])).result().size == 0
+        empty = fd.prepare([])
+        assert empty.shape == (0, 3, fd.spec.size, fd.spec.size) and fd.submit(empty).result().size == 0
     assert len(piped) == 4 and all(faces for _, faces in piped)
     for (_, faces), ref in zip(piped, direct):
         assert [f.box for f in faces] == [r.box for r in ref]

@@ -342,9 +342,11 @@ def report_markdown(report: dict[str, Any]) -> str:
         if f"{name}_auc" not in report["before"]:
             continue
         b, a = report["before"], report["after"]
-        rows.append(f"| {name} | {b[f'{name}_auc']:.4f} | {a[f'{name}_auc']:.4f} | {report['delta'][f'{name}_auc']:+.4f} "
+        rows.append(f"| {name} | {b[f'{name}_auc']:.4f} | {a[f'{name}_auc']:.4f} "
+                    f"| {report['delta'][f'{name}_auc']:+.4f} "
                     f"| {b[f'{name}_acc']:.3f} | {a[f'{name}_acc']:.3f} |")
-    return f"Forgetting report ({report.get('method')}): `{report['before_ckpt']}` -> `{report['after_ckpt']}`\n\n" + "\n".join(rows) + "\n"
+    head = f"Forgetting report ({report.get('method')}): `{report['before_ckpt']}` -> `{report['after_ckpt']}`"
+    return head + "\n\n" + "\n".join(rows) + "\n"
 
 
 def write_report(report: dict[str, Any], stem: str | os.PathLike) -> tuple[Path, Path]:

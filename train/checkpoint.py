@@ -64,7 +64,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelError(f"checkpoint is corrupt or not a torch file: {type(e).__name__}: {e}", path=path,
                          fix="re-train or restore the checkpoint") from e
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ModelError(f"not an ffd checkpoint (format {blob.get('format') if isinstance(blob, dict) else type(blob).__name__!r})",
+        got = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise ModelError(f"not an ffd checkpoint (format {got!r})",
                          path=path, fix="pass a checkpoint written by `ffd train`")
     try:
         for k in ("model_kwargs", "config", "metrics"):

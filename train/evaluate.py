@@ -44,7 +44,8 @@ def count_flops(model, size: int, in_chans: int = 3) -> int:
 
 def model_cost(model, size: int) -> dict[str, float]:
     flops = count_flops(model, size, getattr(model, "in_chans", 3))
-    return {"params": count_params(model), "flops": flops, "gflops": flops / 1e9, "macs": flops // 2, "input_size": size}
+    return {"params": count_params(model), "flops": flops, "gflops": flops / 1e9, "macs": flops // 2,
+            "input_size": size}
 
 
 def metrics_report(scores: np.ndarray, labels: np.ndarray, methods: Sequence[str], videos: Sequence[str],
@@ -136,7 +137,8 @@ def evaluate(ckpt: str | os.PathLike, data: Sequence[str | os.PathLike] | str | 
     report = metrics_report(scores, labels, [s.method for s in samples], videos, card.threshold)
     # per dataset, never only pooled: the pooled figures above hide a source at chance
     src = np.array(names, dtype=object)
-    sets = {n: (scores[src == n], labels[src == n], [s for s, k in zip(samples, src == n) if k]) for n in dict.fromkeys(names)}
+    sets = {n: (scores[src == n], labels[src == n], [s for s, k in zip(samples, src == n) if k])
+            for n in dict.fromkeys(names)}
     report["per_source"] = report_sets({n: v for n, v in sets.items() if len(set(v[1].tolist())) == 2}, card.threshold)
     model.cpu()
     report.update(checkpoint=str(ckpt), model=card.name, threshold=card.threshold, spec=card.spec.to_dict(),

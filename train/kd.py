@@ -47,7 +47,8 @@ BRANCHES = ("spatial", "freq")
 def normalize_kd_name(name: str) -> str:
     n = name.strip().lower().replace("-", "_")
     if n not in KD_METHODS:
-        raise ConfigError(f"unknown distillation method {name!r}; known: {', '.join(m.replace('_', '-') for m in KD_METHODS)}",
+        known = ", ".join(m.replace("_", "-") for m in KD_METHODS)
+        raise ConfigError(f"unknown distillation method {name!r}; known: {known}",
                           fix="pick one of the listed methods")
     return n
 
@@ -253,5 +254,6 @@ def create_kd_task(method: str, student: nn.Module, teacher: nn.Module | None, s
     if method == "none":
         return ClassifierTask(student, student_name, student_kwargs, aux_weight=0.0)
     if teacher is None:
-        raise ConfigError(f"--kd {method.replace('_', '-')} needs a teacher", fix="pass --teacher CKPT (from `ffd train teacher`)")
+        raise ConfigError(f"--kd {method.replace('_', '-')} needs a teacher",
+                          fix="pass --teacher CKPT (from `ffd train teacher`)")
     return _TASKS[method](student, teacher, student_name, student_kwargs, **kw)

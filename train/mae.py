@@ -161,7 +161,8 @@ def load_backbone(model: nn.Module, path: str | os.PathLike) -> list[str]:
         missing = [k for k in own if not k.startswith("head.") and k not in st]
         if bad or missing:
             raise ModelError(f"backbone does not fit this ViT: shape mismatch {bad[:3]}, missing {missing[:3]}",
-                             path=path, fix="pre-train the same architecture (width, depth, patch size) with ffd pretrain")
+                             path=path,
+                             fix="pre-train the same architecture (width, depth, patch size) with ffd pretrain")
         vit.load_state_dict(st, strict=False)
     return sorted(state)
 

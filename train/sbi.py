@@ -85,7 +85,8 @@ class SBIConfig:
     brightness: float = 0.1  # max brightness offset (fraction of 255)
     contrast: float = 0.1  # max relative contrast change
     color_p: float = 1.0  # probability of the colour perturbation
-    downscale: tuple[float, float] = (0.5, 0.8)  # downscale-upscale factor (paper: 0.25-0.5 at 380 px; crops here are ~128 px)
+    # downscale-upscale factor (paper: 0.25-0.5 at 380 px; crops here are ~128 px)
+    downscale: tuple[float, float] = (0.5, 0.8)
     sharpen: tuple[float, float] = (0.2, 0.5)  # unsharp-mask strength range (the other frequency branch)
     freq_p: float = 1.0  # probability of a frequency perturbation (downscale or sharpen, 50/50)
     scale: tuple[float, float] = (0.95, 1.05)  # source warp: per-axis scale range
@@ -257,7 +258,8 @@ def _color(img: np.ndarray, rng: np.random.Generator, cfg: SBIConfig) -> np.ndar
     hsv[..., 2] *= 1 + rng.uniform(-cfg.val_shift, cfg.val_shift)
     x = cv2.cvtColor(np.clip(hsv, 0, [179, 255, 255]).astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
     mean = x.mean()
-    x = (x - mean) * (1 + rng.uniform(-cfg.contrast, cfg.contrast)) + mean + 255 * rng.uniform(-cfg.brightness, cfg.brightness)
+    contrast = 1 + rng.uniform(-cfg.contrast, cfg.contrast)
+    x = (x - mean) * contrast + mean + 255 * rng.uniform(-cfg.brightness, cfg.brightness)
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
@@ -337,7 +339,8 @@ def write_blends(src: str | os.PathLike, out: str | os.PathLike, n: int = 16, se
     rows = []
     for i, k in enumerate(order):
         s = reals[int(k)]
-        fake, mask = self_blend(read_image(s.path), s.landmarks, s.dense_landmarks, rng=np.random.default_rng([seed, i]), cfg=cfg)
+        fake, mask = self_blend(read_image(s.path), s.landmarks, s.dense_landmarks,
+                                rng=np.random.default_rng([seed, i]), cfg=cfg)
         stem = f"{i:04d}_{Path(s.path).stem}"
         cv2.imwrite(str(out / f"{stem}_sbi.png"), fake)
         cv2.imwrite(str(out / f"{stem}_mask.png"), np.rint(mask * 255).astype(np.uint8))

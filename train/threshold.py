@@ -208,7 +208,8 @@ def apply_to_checkpoint(ckpt_path: str | os.PathLike, data, *, rule: str = "bala
     samples = _validation_samples(data, split, seed)
     labelled = [s for s in samples if s.label in (0, 1)]
     if not labelled:
-        raise CalibrationError("no labelled faces to calibrate on", path=str(data) if not isinstance(data, list) else None,
+        raise CalibrationError("no labelled faces to calibrate on",
+                               path=str(data) if not isinstance(data, list) else None,
                                fix="pass a validation set with real and fake faces")
     scores = score_samples(model, labelled, card.spec, batch_size=batch_size, device=device)
     res = calibrate_threshold(scores, [s.label for s in labelled], rule=rule, target_fpr=target_fpr,

@@ -265,7 +265,9 @@ def fit(task: nn.Module, train_loader, val_loader, cfg: FitConfig, out_dir: str 
     if not params:
         raise ConfigError("the task has no trainable parameters")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader), cfg.max_steps_per_epoch)
+    steps_per_epoch = len(train_loader)
+    if cfg.max_steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     total = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total, cfg.warmup_steps))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -275,7 +277,8 @@ def fit(task: nn.Module, train_loader, val_loader, cfg: FitConfig, out_dir: str 
     if cfg.resume and last_path.is_file():
         blob = read_checkpoint(last_path)
         if blob["model_name"] != task.model_name:
-            raise ModelError(f"cannot resume: {last_path} holds a {blob['model_name']!r} run, this is {task.model_name!r}",
+            raise ModelError(f"cannot resume: {last_path} holds a {blob['model_name']!r} run, "
+                             f"this is {task.model_name!r}",
                              path=last_path, fix="use another --out folder or the matching model")
         ts = blob.get("train_state")
         if not ts:

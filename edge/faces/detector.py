@@ -55,7 +55,8 @@ def find_yunet_model(path: str | os.PathLike | None = None) -> Path:
     raise ModelError(
         "the YuNet face-detector model was not found",
         path=where,
-        fix=f"pass --detector-model PATH/{YUNET_FILENAME} or set {YUNET_ENV} (`ffd faces extract --detector haar` needs no file)",
+        fix=f"pass --detector-model PATH/{YUNET_FILENAME} or set {YUNET_ENV} "
+            "(`ffd faces extract --detector haar` needs no file)",
     )
 
 

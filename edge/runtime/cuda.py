@@ -313,5 +313,6 @@ def gpu_info(device: int = 0) -> tuple[str, str]:
         major, minor = dev.compute_capability()
         return str(dev.name()), f"{major}.{minor}"
     except Exception as e:  # noqa: BLE001 - pycuda raises its own error types
-        raise BackendUnavailableError(f"no usable CUDA device {device}: {type(e).__name__}: {e}",
-                                      fix="run on a machine with an NVIDIA GPU and driver (nvidia-smi must work)") from e
+        raise BackendUnavailableError(
+            f"no usable CUDA device {device}: {type(e).__name__}: {e}",
+            fix="run on a machine with an NVIDIA GPU and driver (nvidia-smi must work)") from e

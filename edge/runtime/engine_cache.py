@@ -238,7 +238,8 @@ def read_sidecar(engine_path: str | Path) -> dict:
                          fix="rebuild with `ffd build-engine MODEL.onnx --rebuild`") from e
     for k in ("format", "key", "inputs", "card"):
         if k not in d:
-            raise ModelError(f"the engine sidecar lacks '{k}'", path=sp, fix="rebuild with `ffd build-engine --rebuild`")
+            raise ModelError(f"the engine sidecar lacks '{k}'", path=sp,
+                             fix="rebuild with `ffd build-engine --rebuild`")
     if d["format"] != SIDECAR_FORMAT:
         raise ModelError(f"the engine sidecar has format {d['format']}, this ffd-edge reads {SIDECAR_FORMAT}",
                          path=sp, fix="rebuild with `ffd build-engine --rebuild`")

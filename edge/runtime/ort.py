@@ -68,14 +68,16 @@ class OrtRunner(Runner):
             so.inter_op_num_threads = int(inter_op_threads)
         so.graph_optimization_level = {
             "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[optimization]
         self.providers = resolve_providers(providers)
         try:
             self._sess = ort.InferenceSession(str(self.path), sess_options=so, providers=self.providers)
         except Exception as e:  # onnxruntime raises its own pybind exception types (InvalidProtobuf, Fail, ...)
             raise ModelError(f"ONNX Runtime could not load the model: {str(e).strip().splitlines()[0][:300]}",
-                             path=self.path, fix="the file is corrupt, truncated or not ONNX; re-run `ffd export`") from e
+                             path=self.path,
+                             fix="the file is corrupt, truncated or not ONNX; re-run `ffd export`") from e
         self.card = card if card is not None else session_card(self._sess, self.path)
         inputs, outputs = self._sess.get_inputs(), self._sess.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
@@ -114,4 +116,5 @@ class OrtRunner(Runner):
         self._sess = None
 
     def __repr__(self) -> str:
-        return f"OrtRunner({self.path.name}, providers={self.active_providers}, card={self.card.name}@{self.card.version})"
+        return (f"OrtRunner({self.path.name}, providers={self.active_providers}, "
+                f"card={self.card.name}@{self.card.version})")

@@ -512,8 +512,9 @@ def bench_engine(engine_path: str | Path, batch_sizes=(1, 8, 32), iters: int = 1
         for b in batch_sizes:
             b = int(b)
             if not (r.min_batch <= b <= r.max_batch):
-                out["skipped"].append({"batch": b, "reason": f"outside the engine's profile {r.min_batch}..{r.max_batch}"
-                                                            " (rebuild with --max-batch)"})
+                out["skipped"].append({"batch": b,
+                                       "reason": f"outside the engine's profile {r.min_batch}..{r.max_batch}"
+                                                 " (rebuild with --max-batch)"})
                 continue
             x = rng.standard_normal((b, 3, s, s)).astype(np.float32)
             parts: dict[str, list[float]] = {"h2d": [], "gpu_compute": [], "d2h": [], "gpu_total": []}

@@ -188,7 +188,8 @@ def _thumb(crop: np.ndarray, side: int = 96) -> bytes | None:
     import cv2
 
     if crop.shape[0] != side:
-        crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if crop.shape[0] > side else cv2.INTER_LINEAR)
+        crop = cv2.resize(crop, (side, side),
+                          interpolation=cv2.INTER_AREA if crop.shape[0] > side else cv2.INTER_LINEAR)
     ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 85])
     return buf.tobytes() if ok else None
 

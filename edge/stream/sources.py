@@ -103,7 +103,8 @@ def parse_uri(uri: str | int | os.PathLike, width: int = 1280, height: int = 720
         s = u.path
     elif scheme and len(scheme) > 1:
         raise SourceError(f"unknown source scheme {scheme!r}",
-                          fix="use a file, a folder, /dev/videoN, csi://N, rtsp://..., http://... or a GStreamer pipeline")
+                          fix="use a file, a folder, /dev/videoN, csi://N, rtsp://..., http://... "
+                              "or a GStreamer pipeline")
     if s.startswith("/dev/video"):
         return ParsedUri("v4l2", s, True, "v4l2")
     p = Path(s)
@@ -115,7 +116,8 @@ def parse_uri(uri: str | int | os.PathLike, width: int = 1280, height: int = 720
 
 
 def backoff_delays(backoff_s: float, max_backoff_s: float, max_retries: int | None) -> Iterator[float]:
-    """``backoff_s, 2*backoff_s, 4*backoff_s, ...`` capped at ``max_backoff_s``; ``max_retries`` of them (None: forever)."""
+    """``backoff_s, 2*backoff_s, 4*backoff_s, ...`` capped at ``max_backoff_s``; ``max_retries`` of them
+    (None: forever)."""
     k = 0
     while max_retries is None or k < max_retries:
         yield min(max_backoff_s, backoff_s * (2 ** k))

@@ -132,16 +132,20 @@ def to_markdown(res: dict) -> str:
     trt = [r for r in cls if r.get("stages_ms")]
     if trt:  # what trtexec reports: host wall time, and H2D / GPU compute / D2H from CUDA events
         lines += ["", "TensorRT, ms as min / median / p90 / p95 / p99 (CUDA events; host = wall time per batch):", "",
-                  "| config | batch | host | H2D | GPU compute | D2H | GPU total | engine |", "|---|---:|---|---|---|---|---|---|"]
+                  "| config | batch | host | H2D | GPU compute | D2H | GPU total | engine |",
+                  "|---|---:|---|---|---|---|---|---|"]
 
         def five(d: dict | None) -> str:
-            return " / ".join(f"{d[k]:.3f}" for k in ("min", "median", "p90", "p95", "p99")) if d and d.get("n") else "-"
+            if not (d and d.get("n")):
+                return "-"
+            return " / ".join(f"{d[k]:.3f}" for k in ("min", "median", "p90", "p95", "p99"))
 
         for r in trt:
             st, e = r["stages_ms"], r.get("engine") or {}
             lines.append(f"| {r['config']} | {r['batch']} | {five(r['latency_ms'])} | "
                          + " | ".join(five(st.get(k)) for k in TRT_STAGES)
-                         + f" | TensorRT {e.get('tensorrt_version')}, {e.get('gpu')} (sm {e.get('compute_capability')}) |")
+                         + f" | TensorRT {e.get('tensorrt_version')}, {e.get('gpu')} "
+                           f"(sm {e.get('compute_capability')}) |")
     if res.get("compare") and cls:
         configs = list(dict.fromkeys(r["config"] for r in cls))
         batches = sorted({r["batch"] for r in cls})

@@ -1,4 +1,5 @@
-"""``ffd bench``: classifier backends × precisions × batch sizes, and the end-to-end pipeline (edge.tools.bench_pipeline)."""
+"""``ffd bench``: classifier backends × precisions × batch sizes, and the end-to-end pipeline
+(edge.tools.bench_pipeline)."""
 from __future__ import annotations
 
 from pathlib import Path

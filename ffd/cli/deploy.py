@@ -16,9 +16,11 @@ ParityData = Annotated[Optional[list[Path]], typer.Option(
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(ckpt: Annotated[Path, typer.Argument(help="Checkpoint from `ffd train`/`ffd distill`.")],
-               output: Annotated[Optional[Path], typer.Option("--output", "-o", help="ONNX path (default: CKPT.onnx).")] = None,
+               output: Annotated[Optional[Path], typer.Option("--output", "-o",
+                                                              help="ONNX path (default: CKPT.onnx).")] = None,
                opset: Annotated[int, typer.Option("--opset", min=13, help="ONNX opset.")] = 17,
-               batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Fixed batch size (default: dynamic).")] = None,
+               batch: Annotated[Optional[int], typer.Option("--batch", min=1,
+                                                            help="Fixed batch size (default: dynamic).")] = None,
                parity_data: ParityData = None,
                parity_n: Annotated[int, typer.Option("--parity-n", min=1, help="Faces in the parity check.")] = 32,
                atol: Annotated[float, typer.Option("--atol", help="Max |P(fake) diff| ONNX vs PyTorch.")] = 1e-4,
@@ -34,10 +36,13 @@ def register(app: typer.Typer) -> None:
 
     @calib_app.command("build")
     def calib_build(
-            model: Annotated[Path, typer.Option("--model", "-m", help="The .onnx (or checkpoint) whose spec crops the faces.")],
+            model: Annotated[Path, typer.Option("--model", "-m",
+                                                help="The .onnx (or checkpoint) whose spec crops the faces.")],
             output: Annotated[Path, typer.Option("--output", "-o", help="Directory for calib.npy + manifest.json.")],
-            data: Annotated[Optional[list[Path]], typer.Option("--data", help="Folder of face images (faces detected); repeat.")] = None,
-            crops: Annotated[Optional[list[Path]], typer.Option("--crops", help="Folder of ready face crops (resized); repeat.")] = None,
+            data: Annotated[Optional[list[Path]], typer.Option(
+                "--data", help="Folder of face images (faces detected); repeat.")] = None,
+            crops: Annotated[Optional[list[Path]], typer.Option(
+                "--crops", help="Folder of ready face crops (resized); repeat.")] = None,
             n: Annotated[int, typer.Option("--n", min=1, help="Faces to select (>= 128 recommended).")] = 512,
             pseudo_fake: Annotated[float, typer.Option("--pseudo-fake", min=0.0, max=0.9,
                                                        help="Fraction of self-blended pseudo-fakes.")] = 0.25,
@@ -54,17 +59,27 @@ def register(app: typer.Typer) -> None:
     def quantize(
             onnx_path: Annotated[Path, typer.Argument(help="FP32 ONNX from `ffd export`.")],
             calib: Annotated[Path, typer.Option("--calib", help="Calibration dir from `ffd calib build`.")],
-            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output directory (default: beside the ONNX).")] = None,
-            target: Annotated[str, typer.Option("--target", help="trt (Model Optimizer Q/DQ), cpu (ONNX Runtime U8S8) or both.")] = "both",
-            method: Annotated[str, typer.Option("--method", help="Calibration: entropy, max, percentile (cpu only).")] = "entropy",
-            exclude_op: Annotated[Optional[list[str]], typer.Option("--exclude-op", help="Op type kept in float; repeat.")] = None,
-            exclude_node: Annotated[Optional[list[str]], typer.Option("--exclude-node", help="Node name kept in float; repeat.")] = None,
-            high_precision: Annotated[str, typer.Option("--high-precision", help="trt: dtype of non-INT8 ops, fp16 (TensorRT) or fp32.")] = "fp16",
+            output: Annotated[Optional[Path], typer.Option(
+                "--output", "-o", help="Output directory (default: beside the ONNX).")] = None,
+            target: Annotated[str, typer.Option(
+                "--target", help="trt (Model Optimizer Q/DQ), cpu (ONNX Runtime U8S8) or both.")] = "both",
+            method: Annotated[str, typer.Option(
+                "--method", help="Calibration: entropy, max, percentile (cpu only).")] = "entropy",
+            exclude_op: Annotated[Optional[list[str]], typer.Option(
+                "--exclude-op", help="Op type kept in float; repeat.")] = None,
+            exclude_node: Annotated[Optional[list[str]], typer.Option(
+                "--exclude-node", help="Node name kept in float; repeat.")] = None,
+            high_precision: Annotated[str, typer.Option(
+                "--high-precision", help="trt: dtype of non-INT8 ops, fp16 (TensorRT) or fp32.")] = "fp16",
             cpu_format: Annotated[str, typer.Option("--cpu-format", help="cpu: qdq or qoperator.")] = "qdq",
-            eval_data: Annotated[Optional[list[Path]], typer.Option("--eval", help="Folder with real/ and fake/ images for the AUC report; repeat.")] = None,
-            eval_crops: Annotated[Optional[list[Path]], typer.Option("--eval-crops", help="Like --eval, with ready face crops; repeat.")] = None,
+            eval_data: Annotated[Optional[list[Path]], typer.Option(
+                "--eval", help="Folder with real/ and fake/ images for the AUC report; repeat.")] = None,
+            eval_crops: Annotated[Optional[list[Path]], typer.Option(
+                "--eval-crops", help="Like --eval, with ready face crops; repeat.")] = None,
             eval_n: Annotated[int, typer.Option("--eval-n", min=2, help="Faces per evaluation source.")] = 256,
-            eps: Annotated[Optional[list[str]], typer.Option("--calibration-ep", help="trt: execution providers for calibration (default: cuda if present, else cpu).")] = None,
+            eps: Annotated[Optional[list[str]], typer.Option(
+                "--calibration-ep",
+                help="trt: execution providers for calibration (default: cuda if present, else cpu).")] = None,
             detector_model: DetectorModel = None):
         """INT8 post-training quantization on a calibration set, with an FP32-vs-INT8 report."""
         from calib.quantize import quantize_onnx

@@ -16,12 +16,14 @@ from .options import Backend, DetectorModel
 Sources = Annotated[list[str], typer.Argument(
     help="Images, folders of images, videos, cameras (/dev/videoN, csi://N), streams (rtsp://, http://) "
          "or a GStreamer pipeline.")]
-Model = Annotated[Path, typer.Option("--model", "-m", help="Model: .onnx (from `ffd export`/`ffd quantize`) or .engine.")]
+Model = Annotated[Path, typer.Option("--model", "-m",
+                                     help="Model: .onnx (from `ffd export`/`ffd quantize`) or .engine.")]
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON-lines file (default: stdout).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Faces per inference batch.")]
 MaxFaces = Annotated[Optional[int], typer.Option("--max-faces", min=1, help="Keep the N largest faces per image.")]
 Threads = Annotated[Optional[int], typer.Option(
-    "--threads", min=1, help="ONNX Runtime intra-op threads (dropped when auto runs TensorRT; refused with --backend trt).")]
+    "--threads", min=1,
+    help="ONNX Runtime intra-op threads (dropped when auto runs TensorRT; refused with --backend trt).")]
 VideoOut = Annotated[Optional[Path], typer.Option("--save-video", help="Videos/cameras: write an annotated video.")]
 Show = Annotated[bool, typer.Option("--show", help="Videos/cameras: overlay window (when a display exists).")]
 Every = Annotated[int, typer.Option("--every", min=1, help="Videos/cameras: detect on every k-th frame.")]

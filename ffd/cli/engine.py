@@ -15,15 +15,23 @@ def register(app: typer.Typer) -> None:
     @app.command("build-engine")
     def build_engine(
         onnx: OnnxArg,
-        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Engine path (default: ONNX.engine).")] = None,
-        min_batch: Annotated[int, typer.Option("--min-batch", min=1, help="Smallest batch of the profile.")] = ec.DEFAULT_MIN_BATCH,
-        opt_batch: Annotated[int, typer.Option("--opt-batch", min=1, help="Batch TensorRT tunes kernels for.")] = ec.DEFAULT_OPT_BATCH,
-        max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch (bigger ones are split).")] = ec.DEFAULT_MAX_BATCH,
-        workspace_mb: Annotated[int, typer.Option("--workspace-mb", min=16, help="Builder workspace limit in MiB.")] = ec.DEFAULT_WORKSPACE_MB,
-        opt_level: Annotated[int, typer.Option("--opt-level", min=0, max=5, help="Builder optimisation level 0-5.")] = ec.DEFAULT_OPT_LEVEL,
+        output: Annotated[Optional[Path], typer.Option(
+            "--output", "-o", help="Engine path (default: ONNX.engine).")] = None,
+        min_batch: Annotated[int, typer.Option(
+            "--min-batch", min=1, help="Smallest batch of the profile.")] = ec.DEFAULT_MIN_BATCH,
+        opt_batch: Annotated[int, typer.Option(
+            "--opt-batch", min=1, help="Batch TensorRT tunes kernels for.")] = ec.DEFAULT_OPT_BATCH,
+        max_batch: Annotated[int, typer.Option(
+            "--max-batch", min=1, help="Largest batch (bigger ones are split).")] = ec.DEFAULT_MAX_BATCH,
+        workspace_mb: Annotated[int, typer.Option(
+            "--workspace-mb", min=16, help="Builder workspace limit in MiB.")] = ec.DEFAULT_WORKSPACE_MB,
+        opt_level: Annotated[int, typer.Option(
+            "--opt-level", min=0, max=5, help="Builder optimisation level 0-5.")] = ec.DEFAULT_OPT_LEVEL,
         fp16: Annotated[bool, typer.Option("--fp16", help="FP16 build of a non-quantized model.")] = False,
-        timing_cache: Annotated[Optional[Path], typer.Option("--timing-cache", help="Persisted timing cache file (shared, locked).")] = None,
-        rebuild: Annotated[bool, typer.Option("--rebuild", help="Build even when a matching cached engine exists.")] = False,
+        timing_cache: Annotated[Optional[Path], typer.Option(
+            "--timing-cache", help="Persisted timing cache file (shared, locked).")] = None,
+        rebuild: Annotated[bool, typer.Option(
+            "--rebuild", help="Build even when a matching cached engine exists.")] = False,
         device: Annotated[int, typer.Option("--device", min=0, help="CUDA device index.")] = 0,
     ):
         """Build a TensorRT engine (strongly typed; Q/DQ carries INT8) plus its JSON sidecar; reuse it when cached."""

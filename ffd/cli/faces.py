@@ -54,7 +54,8 @@ def extract(src: Src, out: ExtractOut, label: Label = None, frames: Frames = Non
 
 @faces_app.command("blend")
 def blend(
-    src: Annotated[Path, typer.Argument(help="An extraction folder (from `ffd faces extract`) or a folder of real face crops.")],
+    src: Annotated[Path, typer.Argument(
+        help="An extraction folder (from `ffd faces extract`) or a folder of real face crops.")],
     out: Annotated[Path, typer.Argument(help="Output folder: *_sbi.png, *_mask.png and manifest.csv.")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of pseudo-fakes to write.")] = 16,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same images).")] = 0,

@@ -10,8 +10,9 @@ DetectorModel = Annotated[Optional[Path], typer.Option(
     "--detector-model", envvar="FFD_YUNET_MODEL",
     help="YuNet ONNX file (face_detection_yunet.onnx); env FFD_YUNET_MODEL.")]
 Detector = Annotated[str, typer.Option("--detector", help="Face detector: yunet (needs the model file) or haar.")]
-Backend = Annotated[str, typer.Option("--backend", help="Runtime backend: auto (TensorRT when it and a GPU are usable, else ONNX Runtime), ort, or trt "
-                                         "(an .onnx is built once into MODEL.engine).")]
+Backend = Annotated[str, typer.Option(
+    "--backend", help="Runtime backend: auto (TensorRT when it and a GPU are usable, else ONNX Runtime), ort, or trt "
+                      "(an .onnx is built once into MODEL.engine).")]
 Workers = Annotated[int, typer.Option("--workers", "-j", min=0, help="Parallel worker processes (0: in-process).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
 Device = Annotated[str, typer.Option("--device", help="torch device: auto, cpu, cuda, cuda:N.")]

@@ -32,7 +32,8 @@ Sbi = Annotated[bool, typer.Option("--sbi/--no-sbi", help="Add a self-blended ps
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt if it exists.")]
 Val = Annotated[float, typer.Option("--val", min=0.0, max=0.9, help="Validation fraction (group-wise hash split).")]
 Test = Annotated[float, typer.Option("--test", min=0.0, max=0.9, help="Held-out test fraction, never trained on.")]
-MaxPerClass = Annotated[Optional[int], typer.Option("--max-per-class", min=1, help="Cap samples per class (quick runs).")]
+MaxPerClass = Annotated[Optional[int], typer.Option("--max-per-class", min=1,
+                                                    help="Cap samples per class (quick runs).")]
 Workers = Annotated[int, typer.Option("--workers", "-j", min=0, help="DataLoader worker processes.")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 Pretrained = Annotated[str, typer.Option(
@@ -45,13 +46,15 @@ MaxSteps = Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Cap
 
 @train_app.command("teacher")
 def teacher(data: DataOpt, out: Out,
-            model: Annotated[str, typer.Option("--model", help=f"Registered teacher ({_models('teacher*')}).")] = "teacher_dual_lite2",
+            model: Annotated[str, typer.Option(
+                "--model", help=f"Registered teacher ({_models('teacher*')}).")] = "teacher_dual_lite2",
             epochs: Epochs = 10, batch_size: BatchSize = 32, lr: Lr = 1e-3,
             size: Annotated[int, typer.Option("--size", min=32, help="Input side in pixels (multiple of 32).")] = 128,
             sbi: Sbi = True, seed: Seed = 0, resume: Resume = False, device: Device = "auto", val: Val = 0.1,
             test: Test = 0.2, max_per_class: MaxPerClass = None, workers: Workers = 0, progress: Progress = True,
             pretrained: Pretrained = "auto", samples_per_epoch: PerEpoch = None, max_steps: MaxSteps = None):
-    """Train the dual-branch (spatial + frequency) teacher; each --data is a source, validated and reported on its own."""
+    """Train the dual-branch (spatial + frequency) teacher; each --data is a source, validated and reported on
+    its own."""
     from train.recipes import train_teacher
 
     res = train_teacher(data, out, model=model, epochs=epochs, batch_size=batch_size, lr=lr, size=size, sbi=sbi,
@@ -63,12 +66,18 @@ def teacher(data: DataOpt, out: Out,
 
 @train_app.command("student")
 def student(data: DataOpt, out: Out,
-            kd: Annotated[str, typer.Option("--kd", help="none, logit, spatial, naive-dual or two-in-one.")] = "two-in-one",
-            teacher: Annotated[Optional[Path], typer.Option("--teacher", help="Teacher checkpoint (any --kd but none).")] = None,
-            model: Annotated[str, typer.Option("--model", help=f"Registered student ({_models('student*')}, {_models('mobilenet*')}, {_models('efficientnet*')}).")] = "mobilenetv2_100",
-            kd_weight: Annotated[float, typer.Option("--kd-weight", min=0.0, help="Weight of the distillation loss.")] = 1.0,
+            kd: Annotated[str, typer.Option(
+                "--kd", help="none, logit, spatial, naive-dual or two-in-one.")] = "two-in-one",
+            teacher: Annotated[Optional[Path], typer.Option(
+                "--teacher", help="Teacher checkpoint (any --kd but none).")] = None,
+            model: Annotated[str, typer.Option(
+                "--model", help=f"Registered student ({_models('student*')}, {_models('mobilenet*')}, "
+                                f"{_models('efficientnet*')}).")] = "mobilenetv2_100",
+            kd_weight: Annotated[float, typer.Option(
+                "--kd-weight", min=0.0, help="Weight of the distillation loss.")] = 1.0,
             epochs: Epochs = 10, batch_size: BatchSize = 32, lr: Lr = 1e-3,
-            size: Annotated[Optional[int], typer.Option("--size", min=32, help="Input side (default: the teacher's).")] = None,
+            size: Annotated[Optional[int], typer.Option(
+                "--size", min=32, help="Input side (default: the teacher's).")] = None,
             sbi: Sbi = True, seed: Seed = 0, resume: Resume = False, device: Device = "auto", val: Val = 0.1,
             test: Test = 0.2, max_per_class: MaxPerClass = None, workers: Workers = 0, progress: Progress = True,
             pretrained: Pretrained = "auto", samples_per_epoch: PerEpoch = None, max_steps: MaxSteps = None):
@@ -84,7 +93,8 @@ def student(data: DataOpt, out: Out,
 
 def eval_command(
         ckpt: Annotated[Path, typer.Argument(help="Checkpoint from `ffd train`.")],
-        data: Annotated[list[str], typer.Argument(help="Dataset path(s); prefix real:/fake: for a plain image folder.")],
+        data: Annotated[list[str], typer.Argument(
+            help="Dataset path(s); prefix real:/fake: for a plain image folder.")],
         out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the report JSON here.")] = None,
         roc: Annotated[Optional[Path], typer.Option("--roc", help="Write an ROC plot PNG here.")] = None,
         split: Annotated[str, typer.Option("--split", help="all, or train/val/test of the group-wise split.")] = "all",

@@ -23,7 +23,8 @@ ImgSize = Annotated[Optional[int], typer.Option("--img-size", min=8, help="Input
 
 def register(app: typer.Typer) -> None:
     @app.command("pretrain")
-    def pretrain(data: Data, output: Annotated[Path, typer.Option("--output", "-o", help="Backbone checkpoint to write.")],
+    def pretrain(data: Data,
+                 output: Annotated[Path, typer.Option("--output", "-o", help="Backbone checkpoint to write.")],
                  model: ModelName = "vit_tiny_patch8", img_size: ImgSize = None,
                  mask_ratio: Annotated[float, typer.Option("--mask-ratio", min=0.0, max=1.0,
                                                            help="Fraction of patches masked.")] = 0.75,
@@ -39,7 +40,8 @@ def register(app: typer.Typer) -> None:
     @app.command("calibrate-threshold")
     def calibrate_threshold(
             ckpt: Annotated[Path, typer.Argument(help="Checkpoint from `ffd train` (its card gets the threshold).")],
-            data: Annotated[list[Path], typer.Argument(help="Validation data: dataset path(s), each split as training splits it (its val part is used).")],
+            data: Annotated[list[Path], typer.Argument(
+                help="Validation data: dataset path(s), each split as training splits it (its val part is used).")],
             rule: Annotated[str, typer.Option("--rule", help="balanced_accuracy or target_fpr.")] = "balanced_accuracy",
             target_fpr: Annotated[float, typer.Option("--target-fpr", min=0.0, max=1.0,
                                                       help="Allowed false-positive rate (rule target_fpr).")] = 0.05,
@@ -48,7 +50,8 @@ def register(app: typer.Typer) -> None:
             min_confident_accuracy: Annotated[float, typer.Option(
                 "--min-confident-accuracy", min=0.0, max=1.0,
                 help="Balanced accuracy the decisions outside the band must reach.")] = 0.9,
-            whole: Annotated[bool, typer.Option("--whole", help="DATA is already a validation set: use all of it.")] = False,
+            whole: Annotated[bool, typer.Option(
+                "--whole", help="DATA is already a validation set: use all of it.")] = False,
             seed: Seed = 0,
             output: Annotated[Optional[Path], typer.Option("--output", "-o",
                                                            help="Write here (default: update CKPT in place).")] = None):
@@ -75,7 +78,8 @@ def register(app: typer.Typer) -> None:
                       "--pretrained", help="Backbone from `ffd pretrain` (MAE on real faces).")] = None,
                   competitive: Annotated[bool, typer.Option(
                       "--competitive", help="Two competing branches; the better one is kept.")] = False,
-                  sbi: Annotated[bool, typer.Option("--sbi/--no-sbi", help="Add self-blended pseudo-fakes of real faces.")] = True,
+                  sbi: Annotated[bool, typer.Option(
+                      "--sbi/--no-sbi", help="Add self-blended pseudo-fakes of real faces.")] = True,
                   epochs: Epochs = 10, batch_size: BatchSize = 32, lr: Lr = 3e-4, seed: Seed = 0,
                   device: Device = "auto"):
         """Fine-tune a ViT (from scratch, from an MAE backbone, or competitively) on real/fake faces."""

@@ -200,7 +200,8 @@ def _wav_bytes(seconds: float = 1.0, rate: int = 8000) -> bytes:
 def _no_face_frame(i: int, size=(320, 240)) -> np.ndarray:
     w, h = size
     rng = np.random.default_rng(i)
-    img = cv2.resize(rng.integers(0, 255, (h // 16, w // 16, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    img = cv2.resize(rng.integers(0, 255, (h // 16, w // 16, 3), dtype=np.uint8), (w, h),
+                     interpolation=cv2.INTER_NEAREST)
     cv2.rectangle(img, (20 + 3 * i, 30), (120 + 3 * i, 200), (30, 200, 90), -1)
     return img
 
@@ -373,7 +374,8 @@ def build_model_corpus(folder: str | Path, good_onnx: Path, *, torch_entries: bo
         blob = torch.load(other, weights_only=True)
         blob["model_name"] = "student_small"
         torch.save(blob, other)
-        torch.save({"state_dict": {"w": torch.zeros(2)}}, add("not_ffd.pt", "ckpt", "a torch file, not an ffd checkpoint"))
+        torch.save({"state_dict": {"w": torch.zeros(2)}},
+                   add("not_ffd.pt", "ckpt", "a torch file, not an ffd checkpoint"))
         torch.save({"format": "ffd-ckpt-1", "model_name": "student_tiny"},
                    add("incomplete.pt", "ckpt", "ffd format tag, fields missing"))
         add("corrupt.pt", "ckpt", "random bytes").write_bytes(rng.integers(0, 256, 2048, dtype=np.uint8).tobytes())

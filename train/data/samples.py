@@ -257,7 +257,8 @@ def _video_identity(source: str) -> tuple[str, Path, list[str]] | None:
         if parts[i] in ("original_sequences", "manipulated_sequences") and i + 1 < len(parts) - 1:
             sub = parts[i + 1]
             actors = sub in ("actors", "DeepFakeDetection")
-            ns = "ff-actors" if actors else "ff" if sub == "youtube" or parts[i] == "manipulated_sequences" else f"ff-{sub}"
+            original = sub == "youtube" or parts[i] == "manipulated_sequences"
+            ns = "ff-actors" if actors else "ff" if original else f"ff-{sub}"
             return "ffpp", Path(*parts[:i]) if i else Path("."), [f"{ns}:{x}" for x in _ffpp_ids(p.stem)]
     if len(parts) >= 2 and parts[-2] in _CELEB_DIRS:
         m = _CELEB_ID.match(p.stem)

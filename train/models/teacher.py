@@ -36,7 +36,8 @@ class Branch(nn.Module):
 
     def __init__(self, in_chs: int, stem_width: int, widths, depths):
         super().__init__()
-        self.stem = nn.Sequential(ConvBnAct(in_chs, stem_width // 2, 3, 2), ConvBnAct(stem_width // 2, stem_width, 3, 2))
+        self.stem = nn.Sequential(ConvBnAct(in_chs, stem_width // 2, 3, 2),
+                                  ConvBnAct(stem_width // 2, stem_width, 3, 2))
         self.stages = make_resnet_stages(stem_width, list(widths), list(depths))
         self.num_features = widths[-1]
 
@@ -70,7 +71,8 @@ class DualBranchTeacher(nn.Module):
         self.num_features = sum(self.feature_dims.values())
         self.feature_reduction = 32
         self.head = ClassifierHead(self.num_features, num_classes, drop_rate)
-        self.aux_heads = nn.ModuleDict({k: ClassifierHead(c, num_classes, drop_rate) for k, c in self.feature_dims.items()})
+        self.aux_heads = nn.ModuleDict({k: ClassifierHead(c, num_classes, drop_rate)
+                                        for k, c in self.feature_dims.items()})
 
     def forward_features(self, x) -> dict[str, torch.Tensor]:
         return {"spatial": self.spatial(x), "freq": self.freq(self.freq_transform(x))}
