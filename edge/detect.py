@@ -173,6 +173,14 @@ def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str
     refused with ``backend="trt"``: see :func:`edge.runtime.route_options`). Records go to
     ``output`` (default: stdout).
     """
+    from .settings import check
+
+    threads = check("threads", threads)  # before any source or output is opened
+    batch_size, max_faces = check("batch_size", batch_size, allow_none=False), check("max_faces", max_faces)
+    if detector_model is not None:  # a given detector model that is not a face detector, too
+        from .faces.detector import check_yunet_model, find_yunet_model
+
+        check_yunet_model(find_yunet_model(detector_model))
     by_kind: dict[str, list[str]] = {}
     for s in sources:
         by_kind.setdefault(source_kind(s), []).append(s)

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, FfdError
 from .faces import Detection, FaceDetector, crop_face
 from .media import as_bgr
 from .runtime.base import Done
@@ -73,8 +73,11 @@ class ForgeryDetector:
                  det_max_side: int = DEFAULT_DET_MAX_SIDE, **runner_kw):
         from .runtime import Default, open_runner
 
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        from .settings import check
+
+        batch_size = check("batch_size", batch_size, allow_none=False)  # edge.settings.RANGES, before any model opens
+        max_faces = check("max_faces", max_faces)
+        det_max_side = check("det_max_side", det_max_side, allow_none=False)
         if backend == "auto":  # ONNX Runtime's GPU providers when auto ends on ONNX Runtime; dropped for TensorRT
             runner_kw.setdefault("providers", Default("auto"))
         if card is not None:
@@ -88,6 +91,14 @@ class ForgeryDetector:
         self._detector_model = detector_model
         self.det_max_side = int(det_max_side)
         self._detector: FaceDetector | None = None  # built on first use: classify_crops needs none
+        from .faces.detector import YUNET_ENV, check_yunet_model, find_yunet_model
+
+        if self.spec.detector == "yunet" and (detector_model or os.environ.get(YUNET_ENV)):
+            try:
+                check_yunet_model(find_yunet_model(detector_model))  # a given model that is not a face detector: now
+            except FfdError:
+                self.runner.close()
+                raise
 
     @property
     def det_max_side(self) -> int:

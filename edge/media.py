@@ -42,13 +42,13 @@ DEFAULT_DECODE_TIMEOUT_S = 300.0
 
 
 def decode_timeout_s() -> float:
-    """Per-file decode budget in seconds: ``FFD_DECODE_TIMEOUT_S`` or 300."""
-    try:
-        t = float(os.environ.get("FFD_DECODE_TIMEOUT_S", DEFAULT_DECODE_TIMEOUT_S))
-    except ValueError:
-        raise ConfigError(f"FFD_DECODE_TIMEOUT_S must be a number of seconds, got "
-                          f"{os.environ['FFD_DECODE_TIMEOUT_S']!r}") from None
-    return t if t > 0 else DEFAULT_DECODE_TIMEOUT_S
+    """Per-file decode budget in seconds: ``FFD_DECODE_TIMEOUT_S`` or 300.
+
+    Range-checked (:mod:`edge.settings`): ``inf``, ``nan``, 0, negative or text is a ConfigError naming
+    the variable, not a budget that never expires (the bound, 7 days, keeps OpenCV's int32 ms timeouts valid)."""
+    from .settings import env_number
+
+    return env_number("FFD_DECODE_TIMEOUT_S", DEFAULT_DECODE_TIMEOUT_S, "decode_timeout_s")
 
 
 def is_image(path: str | os.PathLike) -> bool:
@@ -212,7 +212,10 @@ class VideoReader:
 
     def __init__(self, path: str | os.PathLike, timeout_s: float | None = None):
         self.path = Path(path)
-        self.timeout_s = timeout_s if timeout_s and timeout_s > 0 else decode_timeout_s()
+        from .settings import RANGES, check
+
+        self.timeout_s = decode_timeout_s() if timeout_s is None else \
+            check("timeout_s", timeout_s, *RANGES["decode_timeout_s"])
         self._deadline = time.monotonic() + self.timeout_s
         self._cap, self.info = open_video(self.path, self.timeout_s)
         self.truncated = False

@@ -47,6 +47,39 @@ def dims(value_info) -> tuple:
                  for d in value_info.type.tensor_type.shape.dim)
 
 
+FLOAT_OUTPUTS = ("float", "float16", "double")  # score outputs ffd reads as float32 (integers are not probabilities)
+
+
+def _type_name(t) -> str:
+    """'float' from ONNX Runtime's 'tensor(float)', from onnx's elem_type 1 or from 'FLOAT'."""
+    if isinstance(t, int):
+        import onnx
+
+        return onnx.TensorProto.DataType.Name(t).lower()
+    t = str(t)
+    return (t[len("tensor("):-1] if t.startswith("tensor(") else t).lower()
+
+
+def check_io_types(input_type, output_type, path: str | os.PathLike | None = None) -> None:
+    """The model I/O contract at open time: a float32 image input and a float score output, or ModelError
+    naming the file (a uint8/float16 input would get ffd's float32 tensors; an int64 output is not a score)."""
+    i, o = _type_name(input_type), _type_name(output_type)
+    fix = "export with `ffd export` (float32 NCHW input 'input', float output 'score' = P(fake))"
+    if i != "float":
+        raise ModelError(f"the model's input is {i}, ffd feeds float32 tensors", path=path, fix=fix)
+    if o not in FLOAT_OUTPUTS:
+        raise ModelError(f"the model's score output is {o}, not a float probability", path=path, fix=fix)
+
+
+def check_graph_io(model, path: str | os.PathLike | None = None) -> None:
+    """:func:`check_io_types` on an ``onnx.ModelProto`` (its one real input and its first output)."""
+    ins, outs = graph_inputs(model), list(model.graph.output)
+    if len(ins) != 1 or not outs:
+        raise ModelError(f"expected one input and a score output, got inputs {[i.name for i in ins]} and outputs "
+                         f"{[o.name for o in outs]}", path=path, fix="export with `ffd export`")
+    check_io_types(ins[0].type.tensor_type.elem_type, outs[0].type.tensor_type.elem_type, path)
+
+
 def card_from_props(props: Mapping[str, str], path: str | os.PathLike | None = None,
                     required: bool = True) -> ModelCard | None:
     """The ModelCard in ONNX metadata; ``required`` turns its absence into ModelError with the fix."""
@@ -55,7 +88,7 @@ def card_from_props(props: Mapping[str, str], path: str | os.PathLike | None = N
             return None
         raise ModelError(f"the ONNX file has no ffd model card (metadata key {META_KEY!r})", path=path,
                          fix="export it with `ffd export CKPT` (or pass card=ModelCard(...) explicitly)")
-    return ModelCard.from_json(props[META_KEY])
+    return ModelCard.from_json(props[META_KEY], path)  # the card schema: types, bounds, size and nesting
 
 
 def read_card(path: str | os.PathLike, required: bool = False) -> ModelCard | None:

@@ -4,15 +4,16 @@
     .venv/bin/python scripts/reliability_report.py [--work DIR] [--json OUT.json] [--soak-frames N]
         [--kills K] [--seed S] [--quick]
 
-Generates the corpus of ``tests/reliability/corpus.py`` (media and models) in a temporary
-folder, then runs ``ffd faces extract``, ``ffd detect`` (images via the CLI, videos via the
+Generates the corpus of ``tests/reliability/corpus.py`` (media, broken models and, per class of
+issue 15, hostile cards/models/checkpoints (2), bad settings (4) and hostile report rows (8)) in a
+temporary folder, then runs ``ffd faces extract``, ``ffd detect`` (images via the CLI, videos via the
 pipeline), ``ffd screen`` (+ HTML report), ``ffd eval`` (per bad image on a folder dataset and
 on the corpus extraction), the loaders (``open_runner``, the engine-cache sidecar check,
 ``load_checkpoint``) and the CLI with each broken model; SIGKILLs ``ffd screen`` at seeded
 random points and resumes it; soaks the detector and the video pipeline and reports the RSS
-drift. Prints a table and the counts (inputs tried, clear errors, correct results, crashes,
-rows lost, RSS drift) and writes them as JSON. Exit status 1 if anything crashed, hung, was
-lost or came out wrong. Needs ``../shared`` (london_faces and the YuNet model).
+drift. Prints a table, the counts per class (1..8) and the totals (inputs tried, clear errors,
+correct results, crashes, rows lost, RSS drift) and writes them as JSON. Exit status 1 if
+anything crashed, hung, was lost or came out wrong. Needs ``../shared`` (london_faces and the YuNet model).
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def main() -> int:
     os.environ.setdefault("FFD_YUNET_MODEL", str(yunet))
 
     import harness as H
-    from corpus import MARKER, build_media_corpus, build_model_corpus, save_tiny_checkpoint
+    from corpus import (CLASSES, MARKER, SETTING_CASES, build_hostile_model_corpus, build_media_corpus,
+                        build_model_corpus, save_tiny_checkpoint)
     from media import write_face_video
     from tests.conftest import make_tiny_onnx
 
@@ -76,6 +78,9 @@ def main() -> int:
         ckpt = save_tiny_checkpoint(work / "student_tiny.pt")
         shutil.rmtree(work / "models", ignore_errors=True)
         models = step("model corpus", lambda: build_model_corpus(work / "models", model))
+        shutil.rmtree(work / "hostile_models", ignore_errors=True)
+        hostile = step("hostile model corpus (class 2)", lambda: build_hostile_model_corpus(
+            work / "hostile_models", model, ckpt))
         outcomes, runs = [], {}
 
         for d in ("extract", "screen.sqlite", "detect.jsonl", "report.html", "eval", "kill.sqlite", "kill.html"):
@@ -94,14 +99,30 @@ def main() -> int:
         html = (work / "report.html").read_text() if (work / "report.html").is_file() else ""
         escaped = "<img src=x onerror" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
         outcomes.append(H.Outcome("report.html (hostile file name)", "screen --report", "result",
-                                  "result" if escaped else "crash", "escaped" if escaped else "NOT escaped"))
+                                  "result" if escaped else "crash", "escaped" if escaped else "NOT escaped", 8))
+        if (work / "screen.sqlite").is_file():  # class 8: every field of every row holds HTML
+            shutil.copy(work / "screen.sqlite", work / "hostile.sqlite")
+            outcomes += step("report of hostile rows (class 8)", lambda: H.report_outcomes(
+                work / "hostile.sqlite", work / "hostile.html"))
         outcomes += step("eval (folder datasets)", lambda: H.eval_image_outcomes(entries, ckpt, faces[20:24],
                                                                                    work / "eval"))
         ev = step("ffd eval (corpus extraction)", lambda: H.run_ffd(["eval", ckpt, work / "extract"], timeout=300))
-        outcomes.append(H.Outcome("corpus extraction", "ffd eval", "result", *ev.outcome("report")))
+        outcomes.append(H.Outcome("corpus extraction", "ffd eval", "result", *ev.outcome("report"), 3))
         outcomes += step("loaders", lambda: H.loader_outcomes(models, work / "models" / MARKER))
         outcomes += step("CLI with broken models", lambda: H.cli_model_outcomes(models, corpus / "real",
                                                                                  work / "extract"))
+        outcomes += step("loaders, hostile models (class 2)", lambda: H.loader_outcomes(hostile))
+        pick = [m for m in hostile if m.kind == "detector" or m.check == "infer" or m.name.startswith("contract_")
+                or m.name in ("card_size_100000.onnx", "card_threshold_string.onnx", "card_deep_nesting.onnx",
+                              "card_threshold_nan.pt", "kwargs_vit_3g.pt", "kwargs_teacher_19g.pt")]
+        outcomes += step("CLI with hostile models (class 2)", lambda: H.cli_model_outcomes(
+            pick, corpus / "real", work / "extract", good_model=model))
+        face_video = next(e.path for e in entries if e.name == "face.mp4")
+        shutil.rmtree(work / "settings", ignore_errors=True)
+        outcomes += step("CLI with bad settings (class 4)", lambda: H.settings_outcomes(
+            SETTING_CASES, images=corpus / "real", video=face_video, model=model, ckpt=ckpt,
+            classifier=work / "hostile_models" / "classifier_as_detector.onnx", work=work / "settings"))
+        outcomes += step("library with bad settings (class 4)", lambda: H.library_settings_outcomes(model, face_video))
 
         # crash-resume
         arch = work / "kill_archive"
@@ -116,6 +137,11 @@ def main() -> int:
             arch, model, work / "kill.sqlite", seed=a.seed, kills=a.kills, frames=8, report=work / "kill.html"))
         final = kr["runs"][-1]
         one_row_each = len(kr["final_rows"]) == kr["files"]
+        kept = one_row_each and kr["integrity_ok"] and not kr["rows_lost"] and final["rc"] == 0
+        outcomes.append(H.Outcome(f"kill-resume ({kr['kills']} SIGKILLs, {kr['files']} files)", "ffd screen (resume)",
+                                  "result", "result" if kept else "lost",
+                                  f"rows lost {kr['rows_lost']}, one row each {one_row_each}, "
+                                  f"integrity ok {kr['integrity_ok']}", 1))
         resume = {"files": kr["files"], "kills": kr["kills"], "rows_lost": kr["rows_lost"],
                   "one_row_per_file": one_row_each, "integrity_ok": kr["integrity_ok"],
                   "final_rc": final["rc"], "runs": kr["runs"]}
@@ -134,6 +160,8 @@ def main() -> int:
                        cli_runs={k: {"rc": r.rc, "seconds": round(r.seconds, 1), "problems": r.problems()}
                                  for k, r in runs.items()})
         print(H.table(outcomes))
+        print()
+        print(H.class_table(outcomes, CLASSES))
         print()
         for name, s in soak.items():
             print(f"soak {name}: RSS {s['warm_mb']} MiB after {s['warmup']} frames -> {s['end_mb']} MiB after "

@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge.errors import ModelError
-from edge.spec import ModelCard
+from edge.errors import ConfigError, ModelError
+from edge.spec import CARD_MAX_BYTES, ModelCard, load_bounded_json
 
 FORMAT = "ffd-ckpt-1"
 
@@ -69,25 +69,38 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                          path=path, fix="pass a checkpoint written by `ffd train`")
     try:
         for k in ("model_kwargs", "config", "metrics"):
-            blob[k] = json.loads(blob[k])
-        blob["card"] = ModelCard.from_json(blob["card"])
+            blob[k] = load_bounded_json(blob[k], f"the checkpoint's {k}", path, max_bytes=16 * CARD_MAX_BYTES)
+        blob["card"] = ModelCard.from_json(blob["card"], path)  # the card schema: types, bounds, nesting
         blob["model_name"], blob["state_dict"]  # noqa: B018 - required fields
     except (KeyError, TypeError, ValueError) as e:  # json.JSONDecodeError is a ValueError
         raise ModelError(f"the ffd checkpoint is incomplete or damaged ({type(e).__name__}: {e})", path=path,
                          fix="re-train or restore the checkpoint") from e
+    if not isinstance(blob["model_name"], str) or not isinstance(blob["model_kwargs"], dict) \
+            or not isinstance(blob["state_dict"], dict):
+        raise ModelError("the ffd checkpoint is damaged: model_name must be a string, model_kwargs a JSON object "
+                         "and state_dict a dict of tensors", path=path, fix="re-train or restore the checkpoint")
     return blob
 
 
 def load_checkpoint(path: str | os.PathLike, expect_model: str | None = None):
     """-> (model in eval mode, ModelCard, raw dict). Refuses a checkpoint of another architecture."""
-    from .registry import create_model
+    from .registry import check_model_kwargs, check_model_size, create_model
 
     blob = read_checkpoint(path)
     name = blob["model_name"]
     if expect_model and name != expect_model:
         raise ModelError(f"checkpoint holds a {name!r} model, expected {expect_model!r}", path=path,
                          fix=f"pass a {expect_model} checkpoint")
-    model = create_model(name, **blob["model_kwargs"])
+    kwargs = blob["model_kwargs"]
+    try:  # a file's kwargs may only be those the model takes, within bounds, and the model is sized before it exists
+        check_model_kwargs(name, kwargs)
+        check_model_size(name, kwargs)
+    except ConfigError as e:
+        raise ModelError(e.message, path=path, fix=e.fix) from None
+    except (TypeError, ValueError, AssertionError, RuntimeError) as e:  # the entry point refused the combination
+        raise ModelError(f"checkpoint's model_kwargs do not build model {name!r}: {type(e).__name__}: {str(e)[:200]}",
+                         path=path, fix="re-train or restore the checkpoint") from e
+    model = create_model(name, **kwargs)
     try:
         missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
     except RuntimeError as e:  # same keys, other shapes: strict=False does not cover size mismatches

@@ -60,6 +60,32 @@ def find_yunet_model(path: str | os.PathLike | None = None) -> Path:
     )
 
 
+# What OpenCV's cv2.FaceDetectorYN reads from the network (YuNet 2023mar, OpenCV >= 4.8): a score,
+# objectness, box and 5 landmarks per anchor at strides 8, 16 and 32.
+YUNET_OUTPUTS = tuple(f"{k}_{s}" for k in ("cls", "obj", "bbox", "kps") for s in (8, 16, 32))
+YUNET_FIX = (f"point --detector-model (or {YUNET_ENV}) at OpenCV Zoo's {YUNET_FILENAME} "
+             "(face_detection_yunet_2023mar.onnx), not at a classifier or landmark model")
+
+
+def check_yunet_model(path: str | os.PathLike) -> None:
+    """Refuse an ONNX that is not a YuNet face detector (by its graph's outputs), naming the file.
+
+    Given a forgery classifier or the landmark model, OpenCV creates the detector and fails (or
+    returns garbage) at the first frame; this check makes it a ModelError when the detector is opened.
+    """
+    from ..onnx_model import graph_inputs, load_onnx
+
+    model = load_onnx(path, fix=YUNET_FIX)
+    outs = [o.name for o in model.graph.output]
+    missing = [n for n in YUNET_OUTPUTS if n not in outs]
+    ins = graph_inputs(model)
+    shape = [d.dim_value if d.HasField("dim_value") else None for d in ins[0].type.tensor_type.shape.dim] if ins else []
+    if missing or len(ins) != 1 or len(shape) != 4 or shape[1] not in (3, None):
+        raise ModelError(f"not a YuNet face detector: its outputs are {outs[:6]}{'...' if len(outs) > 6 else ''}, "
+                         f"a YuNet model has {', '.join(YUNET_OUTPUTS[:3])}, ... {YUNET_OUTPUTS[-1]} and one "
+                         "(1,3,H,W) input", path=path, fix=YUNET_FIX)
+
+
 class FaceDetector:
     """``detect(image_bgr) -> list[Detection]`` sorted by area, largest first."""
 
@@ -67,18 +93,25 @@ class FaceDetector:
                  score_threshold: float = 0.6, nms_threshold: float = 0.3, max_side: int = 640):
         import cv2
 
+        from ..settings import RANGES, check
+
         self.kind = kind
-        self.score_threshold = score_threshold
-        self.max_side = max_side
+        self.score_threshold = check("score_threshold", score_threshold, *RANGES["probability"], allow_none=False)
+        nms_threshold = check("nms_threshold", nms_threshold, *RANGES["probability"], allow_none=False)
+        self.max_side = check("max_side", max_side, *RANGES["det_max_side"], allow_none=False)
         if kind == "yunet":
             self.model_path = find_yunet_model(model_path)
+            check_yunet_model(self.model_path)  # a classifier or landmark model given as the detector: refused now
             try:
                 self._net = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320),
-                                                      score_threshold, nms_threshold, 5000)
+                                                      self.score_threshold, nms_threshold, 5000)
+                self._net.setInputSize((32, 32))  # a probe: OpenCV fails here, not at create, on other graphs
+                self._net.detect(np.zeros((32, 32, 3), np.uint8))
+                self._size = (32, 32)
             except cv2.error as e:
-                raise ModelError(f"OpenCV could not load the YuNet model: {e.msg if hasattr(e, 'msg') else e}",
-                                 path=self.model_path, fix="point --detector-model at face_detection_yunet.onnx") from e
-            self._size = None
+                raise ModelError(f"OpenCV could not load or run the YuNet model: "
+                                 f"{(e.msg if hasattr(e, 'msg') else str(e)).strip().splitlines()[-1][:200]}",
+                                 path=self.model_path, fix=YUNET_FIX) from e
         elif kind == "haar":
             self.model_path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
             self._net = cv2.CascadeClassifier(str(self.model_path))

@@ -386,8 +386,15 @@ def extract_faces(src: str | os.PathLike, out: str | os.PathLike, *, spec: Prepr
         raise ConfigError(f"label must be real or fake, got {label!r}")
     if (n_frames is not None and n_frames < 1) or (every is not None and every < 1):
         raise ConfigError("frames per video and every-k must be >= 1")
+    from ..media import decode_timeout_s
+    from ..settings import RANGES, check
+
+    check("n_frames", n_frames, *RANGES["frames"])
+    check("every", every, *RANGES["every"])
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
+    check("workers", workers, allow_none=False)
+    decode_timeout_s()  # a bad FFD_DECODE_TIMEOUT_S stops the run here, not once per file
     files, ignored = find_media(src, exclude=out)
     detector = FaceDetector.from_spec(spec, detector_model)  # fails here, once, if the model is missing
     done = _prepare_out(out, spec, overwrite)

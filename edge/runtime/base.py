@@ -14,7 +14,7 @@ import abc
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..spec import ModelCard
 
 
@@ -36,17 +36,22 @@ class Runner(abc.ABC):
         return ("N", 3, s, s)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N,3,H,W) -> float32 (N,) probabilities of 'fake' (an empty batch: no scores)."""
-        batch = self.check_batch(batch)
-        return self._infer(batch) if len(batch) else np.zeros((0,), np.float32)
+        """float32 (N,3,H,W) -> float32 (N,) probabilities of 'fake' (an empty batch: no scores).
 
-    def infer_async(self, batch: np.ndarray) -> "Done":
-        """Start ``infer(batch)``; ``.result()`` gives the scores.
+        The scores are checked (:meth:`check_scores`): a model that answers NaN, values outside
+        [0, 1] or the wrong number of scores raises :class:`ModelError` naming the model file.
+        """
+        batch = self.check_batch(batch)
+        return self.check_scores(self._infer(batch), len(batch)) if len(batch) else np.zeros((0,), np.float32)
+
+    def infer_async(self, batch: np.ndarray) -> "Checked":
+        """Start ``infer(batch)``; ``.result()`` gives the scores (checked like :meth:`infer`'s).
 
         Backends that run on another device (TensorRT) return at once, so the caller can
         preprocess the next batch while this one runs; the default runs it now.
         """
-        return self._infer_async(self.check_batch(batch))
+        batch = self.check_batch(batch)
+        return Checked(self, self._infer_async(batch), len(batch))
 
     @abc.abstractmethod
     def _infer(self, batch: np.ndarray) -> np.ndarray:
@@ -73,6 +78,43 @@ class Runner(abc.ABC):
             raise ConfigError(f"{self.name} runner expects a (N,3,{s},{s}) batch, got {tuple(batch.shape)}",
                               fix="preprocess crops with edge.spec.preprocess and the model's spec")
         return batch
+
+    def check_scores(self, scores, n: int) -> np.ndarray:
+        """The model's output contract, per batch: ``n`` finite float scores in [0, 1], as float32 (N,).
+
+        A model that breaks it (NaN/inf, logits instead of probabilities, a shape that is not one score per
+        face) is refused with a :class:`ModelError` naming the model file; its scores are never used.
+        """
+        y = np.asarray(scores)
+        where = getattr(self, "path", None)
+        fix = "export the model with `ffd export` (its output is P(fake) per face, from a sigmoid/softmax)"
+        if y.dtype.kind not in "fiu" or y.shape != (n,):
+            raise ModelError(f"the model answered {y.dtype} scores of shape {tuple(y.shape)} for {n} faces, "
+                             f"expected {n} float scores", path=where, fix=fix)
+        y = y.astype(np.float32, copy=False)
+        bad = ~np.isfinite(y)
+        if bad.any():
+            raise ModelError(f"the model answered non-finite scores ({int(bad.sum())} of {n}, e.g. {y[bad][0]}): "
+                             "refused, none is recorded", path=where, fix=fix)
+        lo, hi = float(y.min()), float(y.max())
+        if lo < -SCORE_TOLERANCE or hi > 1.0 + SCORE_TOLERANCE:
+            raise ModelError(f"the model answered scores outside [0, 1] (min {lo:.4g}, max {hi:.4g}): they are not "
+                             "probabilities; refused, none is recorded", path=where, fix=fix)
+        return np.clip(y, 0.0, 1.0) if lo < 0.0 or hi > 1.0 else y
+
+
+SCORE_TOLERANCE = 1e-5  # float rounding of a sigmoid/softmax; anything further out of [0, 1] is not a probability
+
+
+class Checked:
+    """A pending batch whose ``result()`` is checked by :meth:`Runner.check_scores` (what ``infer_async`` returns)."""
+
+    def __init__(self, runner: Runner, pending, n: int):
+        self._runner, self._pending, self._n = runner, pending, n
+
+    def result(self) -> np.ndarray:
+        scores = self._pending.result()
+        return self._runner.check_scores(scores, self._n) if self._n else np.zeros((0,), np.float32)
 
 
 class Done:

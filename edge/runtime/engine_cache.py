@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ConfigError, EngineMismatchError, ModelError, require
+from ..settings import RANGES, check
 from ..spec import ModelCard
 
 SIDECAR_FORMAT = 1
@@ -60,6 +61,7 @@ class BatchProfile:
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"batch profile {k} must be a positive integer, got {v!r}")
+            check(f"batch profile {k}", v, *RANGES["engine_batch"])  # and not one that allocates 100 GB
         if not (self.min <= self.opt <= self.max):
             raise ConfigError(f"batch profile must satisfy min <= opt <= max, got {self.min}/{self.opt}/{self.max}",
                               fix="e.g. --min-batch 1 --opt-batch 8 --max-batch 32")
@@ -113,8 +115,7 @@ class BuildOptions:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not (0 <= int(self.opt_level) <= 5):
             raise ConfigError(f"--opt-level must be 0..5 (TensorRT builder optimisation level), got {self.opt_level}")
-        if int(self.workspace_mb) < 16:
-            raise ConfigError(f"--workspace-mb must be >= 16, got {self.workspace_mb}")
+        check("--workspace-mb", self.workspace_mb, *RANGES["workspace_mb"])
         if self.fp16 and self.precision == "int8-qdq":
             raise ConfigError("--fp16 applies to non-quantized models; a Q/DQ model carries its own precision",
                               fix="drop --fp16, or quantize with high_precision_dtype='fp16' so the non-INT8 "
@@ -172,13 +173,14 @@ class OnnxInfo:
 
 def describe_onnx(path: str | Path) -> OnnxInfo:
     """Hash an ONNX file and read its input, its precision and the model card in its metadata."""
-    from ..onnx_model import card_from_props, dims, graph_inputs, load_onnx, metadata, onnx_precision
+    from ..onnx_model import card_from_props, check_graph_io, dims, graph_inputs, load_onnx, metadata, onnx_precision
 
     p = Path(path)
     model = load_onnx(p)
     inputs = graph_inputs(model)
     if len(inputs) != 1:
         raise ModelError(f"the model must have exactly one input tensor, found {[i.name for i in inputs]}", path=p)
+    check_graph_io(model, p)  # float32 in, float scores out (what an engine built from it is fed and read as)
     card = card_from_props(metadata(model), p, required=False)
     return OnnxInfo(sha256_file(p), inputs[0].name, dims(inputs[0]), onnx_precision(model), card)
 
@@ -231,15 +233,31 @@ def read_sidecar(engine_path: str | Path) -> dict:
         raise ModelError("the engine has no sidecar, so its model card (spec, threshold) and build environment "
                          "are unknown", path=sp, fix="build engines with `ffd build-engine MODEL.onnx`; it writes "
                                                      "MODEL.engine and MODEL.engine.json side by side")
+    from ..spec import CARD_MAX_BYTES, load_bounded_json, validate_card_dict
+
+    limit = CARD_MAX_BYTES + (64 << 10)  # the card (bounded like any card) plus build inputs of a few KB
     try:
-        d = json.loads(sp.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"the engine sidecar is not valid JSON: {e}", path=sp,
+        if sp.stat().st_size > limit:
+            raise ModelError(f"the engine sidecar is {sp.stat().st_size} bytes, more than the {limit} allowed",
+                             path=sp, fix="rebuild with `ffd build-engine MODEL.onnx --rebuild`")
+        d = load_bounded_json(sp.read_bytes(), "the engine sidecar", sp, max_bytes=limit)
+    except OSError as e:
+        raise ModelError(f"the engine sidecar cannot be read: {e}", path=sp,
                          fix="rebuild with `ffd build-engine MODEL.onnx --rebuild`") from e
+    if not isinstance(d, dict):
+        raise ModelError(f"the engine sidecar is a JSON {type(d).__name__}, not an object", path=sp,
+                         fix="rebuild with `ffd build-engine MODEL.onnx --rebuild`")
     for k in ("format", "key", "inputs", "card"):
         if k not in d:
             raise ModelError(f"the engine sidecar lacks '{k}'", path=sp,
                              fix="rebuild with `ffd build-engine --rebuild`")
+    validate_card_dict(d["card"], sp, what="the model card in the engine sidecar")  # the one card schema
+    env = d["inputs"].get("env") if isinstance(d["inputs"], dict) else None
+    if not isinstance(env, dict) or not all(isinstance(env.get(k), str) for k in
+                                            ("trt_version", "gpu_name", "compute_capability")) \
+            or not isinstance(d["inputs"].get("input_name"), str):
+        raise ModelError("the engine sidecar's 'inputs' are not the build inputs ffd writes", path=sp,
+                         fix="rebuild with `ffd build-engine MODEL.onnx --rebuild`")
     if d["format"] != SIDECAR_FORMAT:
         raise ModelError(f"the engine sidecar has format {d['format']}, this ffd-edge reads {SIDECAR_FORMAT}",
                          path=sp, fix="rebuild with `ffd build-engine --rebuild`")

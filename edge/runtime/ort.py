@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelError
+from ..settings import RANGES
 from ..spec import ModelCard
 from .base import Runner
 
@@ -58,6 +59,11 @@ class OrtRunner(Runner):
                  optimization: str = "all", session_options=None):
         import onnxruntime as ort
 
+        from ..settings import check
+
+        intra_op_threads = check("intra_op_threads", intra_op_threads, *RANGES["threads"])  # 2000: a hang
+        inter_op_threads = check("inter_op_threads", inter_op_threads, *RANGES["threads"])
+        max_batch = check("max_batch", max_batch, *RANGES["batch_size"])
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError("ONNX model not found", path=self.path, fix="check the path, or run `ffd export` first")
@@ -83,6 +89,9 @@ class OrtRunner(Runner):
         if len(inputs) != 1 or len(outputs) < 1:
             raise ModelError(f"expected one input and a score output, got inputs {[i.name for i in inputs]}",
                              path=self.path, fix="export with `ffd export` (input 'input', output 'score')")
+        from ..onnx_model import check_io_types
+
+        check_io_types(inputs[0].type, outputs[0].type, self.path)  # float32 in, float scores out: else refused now
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         shape = inputs[0].shape
         s = self.card.spec.size

@@ -4,8 +4,10 @@ Each row shows the rank, a thumbnail of the most suspicious face (inline base64 
 path, score and label, faces and frames, and a timeline of the per-frame scores as an
 inline SVG with the model's threshold as a dashed line. Files without faces and files that
 failed follow, with their errors. Every string that comes from the archive or the database
-(paths, errors, labels, model ids) is HTML-escaped, so a file named ``<script>…`` is text.
-No JavaScript, no external resources.
+(paths, errors, labels, model ids, counts, scores) is HTML-escaped or checked as a finite
+number, so a file named ``<script>…`` or a database row holding one is text. No JavaScript, no
+external resources, and a Content-Security-Policy meta tag forbids both (only the page's own
+stylesheet, by hash, and ``data:`` thumbnails load).
 """
 from __future__ import annotations
 
@@ -25,9 +27,58 @@ vertical-align:middle}th{background:#f4f4f4}.fake{color:#b00;font-weight:bold}.r
 img{width:64px;height:64px;image-rendering:auto;border-radius:4px}"""
 
 
+def _csp() -> str:
+    """The page's Content-Security-Policy: nothing may load or run but its own stylesheet (by hash) and
+    the data: thumbnails -- no script at all, inline or not, no frames, forms or external fetches."""
+    import hashlib
+
+    style = base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
+    return (f"default-src 'none'; img-src data:; style-src 'sha256-{style}'; script-src 'none'; "
+            "object-src 'none'; base-uri 'none'; form-action 'none'")
+
+
+def _num(v) -> float | None:
+    """A finite real number from a database field, else None (a hostile row may hold text anywhere)."""
+    import math
+    import numbers
+
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _text(v) -> str:
+    """Any database field as escaped HTML text (``None`` -> empty)."""
+    return "" if v is None else escape(str(v), quote=True)
+
+
+def _count(v) -> str:
+    """A count (faces, frames) as escaped text; missing is 0."""
+    return "0" if v is None or v == "" else _text(v)
+
+
+def _evidence(raw) -> list[dict]:
+    """The per-frame evidence JSON of a row, or [] when it is missing or not a list of objects."""
+    if not raw:
+        return []
+    try:
+        ev = json.loads(raw)
+    except (TypeError, ValueError, RecursionError):
+        return []
+    return [e for e in ev if isinstance(e, dict)] if isinstance(ev, list) else []
+
+
 def timeline_svg(evidence: list[dict], threshold: float | None, w: int = 240, h: int = 48) -> str:
-    """Per-frame scores over time as a polyline (no-face frames are gaps), threshold dashed."""
-    pts = [(e.get("t") or 0.0, e.get("score")) for e in evidence]
+    """Per-frame scores over time as a polyline (no-face frames are gaps), threshold dashed.
+
+    Only finite numbers reach the SVG (times >= 0, scores clipped to [0, 1]); anything else is a gap."""
+    threshold = _num(threshold)
+    threshold = None if threshold is None else min(1.0, max(0.0, threshold))
+    pts = []
+    for e in evidence:
+        t, sc = _num(e.get("t")), _num(e.get("score"))
+        pts.append((max(0.0, t or 0.0), None if sc is None else min(1.0, max(0.0, sc))))
     if not pts:
         return ""
     t_max = max(t for t, _ in pts) or 1.0
@@ -64,8 +115,10 @@ def render(rows: list[dict], title: str = "ffd screen report") -> str:
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     fakes = sum(1 for r in rows if r.get("label") == "fake")
-    models = sorted({r["model_id"] for r in rows if r.get("model_id")})
+    models = sorted({str(r["model_id"]) for r in rows if r.get("model_id")})
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f'<meta http-equiv="Content-Security-Policy" content="{_csp()}">',
+           '<meta name="referrer" content="no-referrer">',
            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
            f"<h1>{escape(title)}</h1>",
            f"<p>{len(rows)} files: {counts.get('done', 0)} scored ({fakes} labelled fake), "
@@ -73,20 +126,21 @@ def render(rows: list[dict], title: str = "ffd screen report") -> str:
            f"Model: {escape(', '.join(models) or '-')}. Generated {escape(time.strftime('%Y-%m-%d %H:%M'))}.</p>",
            "<table><tr><th>#</th><th>face</th><th>file</th><th>score</th><th>label</th><th>faces / frames</th>"
            "<th>score over time</th><th>note</th></tr>"]
-    for i, r in enumerate(rows, 1):
+    for i, r in enumerate(rows, 1):  # every field from the database is escaped (or is a checked number)
         thumb = ""
-        if r.get("thumb"):
-            thumb = f'<img alt="face" src="data:image/jpeg;base64,{base64.b64encode(r["thumb"]).decode()}">'
-        ev = json.loads(r["evidence"]) if r.get("evidence") else []
-        score = "" if r.get("score") is None else f"{r['score']:.3f}"
-        label = r.get("label") or r["status"].replace("_", " ")
-        cls = r.get("label") or "err"
+        if isinstance(r.get("thumb"), (bytes, bytearray, memoryview)) and r["thumb"]:
+            thumb = f'<img alt="face" src="data:image/jpeg;base64,{base64.b64encode(bytes(r["thumb"])).decode()}">'
+        ev = _evidence(r.get("evidence"))
+        sc = _num(r.get("score"))
+        score = f"{sc:.3f}" if sc is not None else _text(r.get("score"))
+        label = r.get("label") or str(r.get("status") or "").replace("_", " ")
+        cls = r.get("label") if r.get("label") in ("fake", "real", "uncertain") else "err"
         note = r.get("error") or ""
         if note:
-            note = f'{escape(r.get("error_type") or "error")}: {escape(note)}'
-        out.append(f"<tr><td>{i}</td><td>{thumb}</td><td class=\"path\">{escape(str(r['path']))}</td>"
-                   f"<td>{score}</td><td class=\"{escape(cls)}\">{escape(label)}</td>"
-                   f"<td>{r.get('faces_seen') or 0} / {r.get('n_frames') or 0}</td>"
+            note = f'{_text(r.get("error_type") or "error")}: {_text(note)}'
+        out.append(f"<tr><td>{i}</td><td>{thumb}</td><td class=\"path\">{_text(r.get('path'))}</td>"
+                   f"<td>{score}</td><td class=\"{cls}\">{_text(label)}</td>"
+                   f"<td>{_count(r.get('faces_seen'))} / {_count(r.get('n_frames'))}</td>"
                    f"<td>{timeline_svg(ev, r.get('threshold'))}</td><td class=\"err\">{note}</td></tr>")
     out.append("</table></body></html>")
     return "\n".join(out)

@@ -47,12 +47,16 @@ class ScreenSettings:
     max_faces: int = 4
 
     def __post_init__(self):
-        if self.every_s is not None:
+        from ..settings import check
+
+        if self.every_s is not None:  # finite, within edge.settings.RANGES (nan/inf/0 would never advance)
+            object.__setattr__(self, "every_s", check("every_s", self.every_s))
             object.__setattr__(self, "n_frames", None)
-            if self.every_s <= 0:
-                raise ConfigError(f"--every-s must be > 0, got {self.every_s}")
-        elif not self.n_frames or self.n_frames < 1:
+        elif not self.n_frames:
             raise ConfigError("give --frames N (N >= 1) or --every-s SECONDS")
+        else:
+            object.__setattr__(self, "n_frames", check("frames", self.n_frames))
+        object.__setattr__(self, "max_faces", check("max_faces", self.max_faces, allow_none=False))
         parse_aggregation(self.aggregation)
 
     def key(self) -> str:
@@ -323,11 +327,21 @@ def screen_archive(paths: Sequence[str | os.PathLike], model: str | os.PathLike,
     ``limit``: screen at most that many files this run (the rest on the next run).
     """
     from ..runtime import open_runner
+    from ..settings import check
 
     settings = settings or ScreenSettings()
+    check("workers", workers, allow_none=False)
+    check("limit", limit, 1, None, True)
+    from ..media import decode_timeout_s
+
+    decode_timeout_s()  # a bad FFD_DECODE_TIMEOUT_S stops the run here, not as an error row per file
     files = discover(paths)
     with open_runner(model, backend) as r:  # fail fast on a bad model; its card keys the resume
         card = r.card
+    if card.spec.detector != "none":  # and on a detector model that is not a face detector
+        from ..faces import FaceDetector
+
+        FaceDetector.from_spec(card.spec, detector_model)
     model_id = card.model_id()
     rdb = ResultsDB(db)
     t0 = time.perf_counter()

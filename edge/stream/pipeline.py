@@ -110,6 +110,13 @@ class Pipeline:
 
         if batch_size < 1 or queue_size < 1 or every < 1:
             raise ConfigError("batch_size, queue_size and every must be >= 1")
+        from ..settings import RANGES, check
+
+        batch_size, every = check("batch_size", batch_size, allow_none=False), check("every", every, allow_none=False)
+        queue_size = check("queue_size", queue_size, 1, 1024, True, allow_none=False)
+        max_frames = check("max_frames", max_frames)
+        pace_fps = check("pace_fps", pace_fps, 1e-3, 1e6)
+        stall_timeout_s = check("stall_timeout_s", stall_timeout_s, *RANGES["timeout_s"], allow_none=False)
         self.source, self.fd = source, detector
         self.batch_size, self.every, self.max_frames = batch_size, every, max_frames
         self.live = source.live if live is None else live

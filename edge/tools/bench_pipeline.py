@@ -215,6 +215,11 @@ def run_bench(models: Sequence[str | os.PathLike], backends: Sequence[str] = ("o
 
     ``cuda_graph``: TensorRT configurations replay a captured CUDA graph per batch size (host wall
     time only: events cannot sit inside a graph)."""
+    from ..settings import RANGES, check, check_all
+
+    batch_sizes, iters = check_all("batch_sizes", batch_sizes, *RANGES["batch_size"]), check("iters", iters)
+    threads = [check("threads", t) for t in threads]
+    max_frames = check("max_frames", max_frames, allow_none=False)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

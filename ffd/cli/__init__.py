@@ -35,6 +35,9 @@ _AREAS = ("faces", "train", "vit", "adapt", "deploy", "engine", "detect", "scree
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
     if debug:
         _STATE["debug"] = True
+    from edge.settings import check_environment
+
+    check_environment()  # FFD_DECODE_TIMEOUT_S=inf and friends: one line before any command opens a file
 
 
 for _area in _AREAS:
@@ -45,6 +48,15 @@ def _one_line_warning(message, category, *args, **kwargs) -> None:
     typer.echo(f"warning: {message}", err=True)
 
 
+def _click_exceptions():
+    """Click's exception classes (typer >= 0.26 bundles its own Click)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - a typer that uses the click package
+        from click import exceptions
+    return exceptions
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv is not None:
         sys.argv = ["ffd", *argv]
@@ -52,8 +64,24 @@ def main(argv: list[str] | None = None) -> None:
         _STATE["debug"] = True
     if not _STATE["debug"]:  # library warnings as one line each, like errors
         warnings.showwarning = _one_line_warning
+    click_ex = _click_exceptions()
     try:
-        app()
+        rc = app(standalone_mode=False)  # usage errors come here, printed as one line below
+        if isinstance(rc, int) and not isinstance(rc, bool) and rc:  # typer.Exit(code) from a command
+            sys.exit(rc)
+    except click_ex.ClickException as e:  # a bad option value or a missing argument: one line, exit 2
+        if type(e).__name__ == "NoArgsIsHelpError":  # `ffd` alone: the help, as typer prints it
+            typer.echo(e.format_message(), err=True)
+            sys.exit(e.exit_code)
+        if _STATE["debug"]:
+            raise
+        cmd = getattr(getattr(e, "ctx", None), "command_path", "ffd")
+        msg = " ".join(e.format_message().split()).rstrip(".")
+        typer.echo(f"error: {msg}; fix: see `{cmd} --help`", err=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
     except FfdError as e:
         if _STATE["debug"]:
             raise

@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from edge.settings import option  # one range check for every numeric option (one-line errors)
+
 from .options import Device, Seed
 
 
@@ -18,15 +20,23 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Adapted checkpoint to write.")],
         method: Annotated[str, typer.Option("--method", help="fretal (CE + logit KD + representation "
                                             "transfer), finetune (CE) or finetune-kd (CE + logit KD).")] = "fretal",
-        shots: Annotated[Optional[int], typer.Option("--shots", min=1, help="Target training samples per class "
+        shots: Annotated[Optional[int], typer.Option("--shots", callback=option("--shots", "count"),
+                                                     help="Target training samples per class "
                                                      "(default: all of the training split).")] = None,
-        epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the target training set.")] = 10,
-        lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-4,
-        temperature: Annotated[float, typer.Option("--temperature", help="KD temperature T.")] = 20.0,
-        alpha: Annotated[float, typer.Option("--alpha", help="Weight of logit KD; CE gets 1 - alpha.")] = 0.5,
-        beta: Annotated[float, typer.Option("--beta", help="Weight of the representation transfer loss.")] = 1.0,
-        batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Mini-batch size.")] = 32,
-        val: Annotated[float, typer.Option("--val", help="Fraction of target groups held out to "
+        epochs: Annotated[int, typer.Option("--epochs", callback=option("--epochs", "iters"),
+                                            help="Passes over the target training set.")] = 10,
+        lr: Annotated[float, typer.Option("--lr", callback=option("--lr", "positive"),
+                                          help="AdamW learning rate.")] = 1e-4,
+        temperature: Annotated[float, typer.Option("--temperature", callback=option("--temperature", lo=1e-3, hi=1000.0),
+                                                   help="KD temperature T.")] = 20.0,
+        alpha: Annotated[float, typer.Option("--alpha", callback=option("--alpha", "probability"),
+                                             help="Weight of logit KD; CE gets 1 - alpha.")] = 0.5,
+        beta: Annotated[float, typer.Option("--beta", callback=option("--beta", "positive"),
+                                            help="Weight of the representation transfer loss.")] = 1.0,
+        batch_size: Annotated[int, typer.Option("--batch-size", callback=option("--batch-size", lo=2, hi=4096, integer=True),
+                                                help="Mini-batch size.")] = 32,
+        val: Annotated[float, typer.Option("--val", callback=option("--val", "fraction"),
+                                           help="Fraction of target groups held out to "
                                            "re-calibrate the threshold.")] = 0.2,
         keep: Annotated[str, typer.Option("--keep", help="best: the epoch with the best target-validation "
                                           "AUC; last: the final weights.")] = "best",

@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from edge.settings import option  # one range check for every numeric option (one-line errors)
+
 from .options import DetectorModel, Seed
 
 ParityData = Annotated[Optional[list[Path]], typer.Option(
@@ -19,11 +21,13 @@ def register(app: typer.Typer) -> None:
                output: Annotated[Optional[Path], typer.Option("--output", "-o",
                                                               help="ONNX path (default: CKPT.onnx).")] = None,
                opset: Annotated[int, typer.Option("--opset", min=13, help="ONNX opset.")] = 17,
-               batch: Annotated[Optional[int], typer.Option("--batch", min=1,
+               batch: Annotated[Optional[int], typer.Option("--batch", callback=option("--batch", "batch_size"),
                                                             help="Fixed batch size (default: dynamic).")] = None,
                parity_data: ParityData = None,
-               parity_n: Annotated[int, typer.Option("--parity-n", min=1, help="Faces in the parity check.")] = 32,
-               atol: Annotated[float, typer.Option("--atol", help="Max |P(fake) diff| ONNX vs PyTorch.")] = 1e-4,
+               parity_n: Annotated[int, typer.Option("--parity-n", callback=option("--parity-n", "count"),
+                                                     help="Faces in the parity check.")] = 32,
+               atol: Annotated[float, typer.Option("--atol", callback=option("--atol", lo=0.0, hi=1.0),
+                                                   help="Max |P(fake) diff| ONNX vs PyTorch.")] = 1e-4,
                detector_model: DetectorModel = None):
         """Export a checkpoint to ONNX (P(fake) output, model card in the metadata) and check parity on real faces."""
         from calib.export import export_onnx
@@ -43,7 +47,8 @@ def register(app: typer.Typer) -> None:
                 "--data", help="Folder of face images (faces detected); repeat.")] = None,
             crops: Annotated[Optional[list[Path]], typer.Option(
                 "--crops", help="Folder of ready face crops (resized); repeat.")] = None,
-            n: Annotated[int, typer.Option("--n", min=1, help="Faces to select (>= 128 recommended).")] = 512,
+            n: Annotated[int, typer.Option("--n", callback=option("--n", "count"),
+                                           help="Faces to select (>= 128 recommended).")] = 512,
             pseudo_fake: Annotated[float, typer.Option("--pseudo-fake", min=0.0, max=0.9,
                                                        help="Fraction of self-blended pseudo-fakes.")] = 0.25,
             detector_model: DetectorModel = None, seed: Seed = 0):

@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from edge.settings import option  # one range check for every numeric option (one-line errors)
+
 from .options import Backend, DetectorModel
 
 Sources = Annotated[list[str], typer.Argument(
@@ -19,17 +21,22 @@ Sources = Annotated[list[str], typer.Argument(
 Model = Annotated[Path, typer.Option("--model", "-m",
                                      help="Model: .onnx (from `ffd export`/`ffd quantize`) or .engine.")]
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON-lines file (default: stdout).")]
-BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Faces per inference batch.")]
-MaxFaces = Annotated[Optional[int], typer.Option("--max-faces", min=1, help="Keep the N largest faces per image.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", callback=option("--batch-size", "batch_size"),
+                                        help="Faces per inference batch.")]
+MaxFaces = Annotated[Optional[int], typer.Option("--max-faces", callback=option("--max-faces", "max_faces"),
+                                                 help="Keep the N largest faces per image.")]
 Threads = Annotated[Optional[int], typer.Option(
-    "--threads", min=1,
+    "--threads", callback=option("--threads", "threads"),
     help="ONNX Runtime intra-op threads (dropped when auto runs TensorRT; refused with --backend trt).")]
 VideoOut = Annotated[Optional[Path], typer.Option("--save-video", help="Videos/cameras: write an annotated video.")]
 Show = Annotated[bool, typer.Option("--show", help="Videos/cameras: overlay window (when a display exists).")]
-Every = Annotated[int, typer.Option("--every", min=1, help="Videos/cameras: detect on every k-th frame.")]
-MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Videos/cameras: stop after N frames.")]
+Every = Annotated[int, typer.Option("--every", callback=option("--every", "every"),
+                                    help="Videos/cameras: detect on every k-th frame.")]
+MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", callback=option("--max-frames", "max_frames"),
+                                                  help="Videos/cameras: stop after N frames.")]
 DetSize = Annotated[Optional[int], typer.Option(
-    "--det-size", min=64, help="Videos/cameras: detector input, longer side in px (default 640; 320 is ~4x faster).")]
+    "--det-size", callback=option("--det-size", "det_max_side"),
+    help="Videos/cameras: detector input, longer side in px (default 640; 320 is ~4x faster).")]
 Live = Annotated[Optional[bool], typer.Option(
     "--live/--no-live", help="Drop frames when behind (default: on for cameras/streams, off for files).")]
 

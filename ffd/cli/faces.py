@@ -9,6 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from edge.settings import option  # one range check for every numeric option (one-line errors)
+from edge.spec import MARGIN_RANGE, SIZE_RANGE
+
 from .options import Detector, DetectorModel, Workers
 
 faces_app = typer.Typer(no_args_is_help=True, help="Face crops and pseudo-fakes for training.")
@@ -19,11 +22,14 @@ ExtractOut = Annotated[Path, typer.Argument(help="Output folder: crops/, manifes
 Label = Annotated[Optional[str], typer.Option(
     "--label", help="real or fake for every file (default: from a real/fake or FF++/Celeb-DF folder name).")]
 Frames = Annotated[Optional[int], typer.Option(
-    "--frames", min=1, help="Frames per video, spread uniformly (default 32).")]
-Every = Annotated[Optional[int], typer.Option("--every", min=1, help="Every k-th frame instead of --frames.")]
+    "--frames", callback=option("--frames", "frames"), help="Frames per video, spread uniformly (default 32).")]
+Every = Annotated[Optional[int], typer.Option("--every", callback=option("--every", "every"),
+                                              help="Every k-th frame instead of --frames.")]
 AllFaces = Annotated[bool, typer.Option("--all-faces", help="Keep every face (named _<index>), not only the largest.")]
-Margin = Annotated[float, typer.Option("--margin", min=1.0, help="Crop side / larger side of the face box.")]
-Size = Annotated[int, typer.Option("--size", min=8, help="Crop side in pixels.")]
+Margin = Annotated[float, typer.Option("--margin", callback=option("--margin", lo=MARGIN_RANGE[0], hi=MARGIN_RANGE[1]),
+                                       help="Crop side / larger side of the face box.")]
+Size = Annotated[int, typer.Option("--size", callback=option("--size", lo=SIZE_RANGE[0], hi=SIZE_RANGE[1], integer=True),
+                                   help="Crop side in pixels.")]
 CropMode = Annotated[str, typer.Option("--crop", help="square (box x margin) or align5 (5-point similarity).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Start OUT again (deletes its crops/ and manifest).")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
@@ -57,7 +63,8 @@ def blend(
     src: Annotated[Path, typer.Argument(
         help="An extraction folder (from `ffd faces extract`) or a folder of real face crops.")],
     out: Annotated[Path, typer.Argument(help="Output folder: *_sbi.png, *_mask.png and manifest.csv.")],
-    n: Annotated[int, typer.Option("--n", min=1, help="Number of pseudo-fakes to write.")] = 16,
+    n: Annotated[int, typer.Option("--n", callback=option("--n", "count"),
+                                   help="Number of pseudo-fakes to write.")] = 16,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same images).")] = 0,
 ):
     """Write self-blended pseudo-fakes (SBI, Shiohara & Yamasaki 2022) and their masks for inspection."""

@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from edge.settings import option  # one range check for every numeric option (one-line errors)
+
 DetectorModel = Annotated[Optional[Path], typer.Option(
     "--detector-model", envvar="FFD_YUNET_MODEL",
     help="YuNet ONNX file (face_detection_yunet.onnx); env FFD_YUNET_MODEL.")]
@@ -13,6 +15,7 @@ Detector = Annotated[str, typer.Option("--detector", help="Face detector: yunet 
 Backend = Annotated[str, typer.Option(
     "--backend", help="Runtime backend: auto (TensorRT when it and a GPU are usable, else ONNX Runtime), ort, or trt "
                       "(an .onnx is built once into MODEL.engine).")]
-Workers = Annotated[int, typer.Option("--workers", "-j", min=0, help="Parallel worker processes (0: in-process).")]
+Workers = Annotated[int, typer.Option("--workers", "-j", callback=option("--workers", "workers"),
+                                      help="Parallel worker processes (0: in-process).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
 Device = Annotated[str, typer.Option("--device", help="torch device: auto, cpu, cuda, cuda:N.")]

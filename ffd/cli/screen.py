@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from edge.settings import option  # one range check for every numeric option (one-line errors)
+
 from .options import Backend, DetectorModel, Workers
 
 
@@ -18,12 +20,15 @@ def register(app: typer.Typer) -> None:
         db: Annotated[Path, typer.Option("--db", help="SQLite results database (created; resumed if it exists).")]
         = Path("ffd_screen.sqlite"),
         frames: Annotated[Optional[int], typer.Option(
-            "--frames", "-n", min=1, help="Frames sampled uniformly per video (default 32).")] = None,
+            "--frames", "-n", callback=option("--frames", "frames"),
+            help="Frames sampled uniformly per video (default 32).")] = None,
         every_s: Annotated[Optional[float], typer.Option(
-            "--every-s", help="Sample one frame every K seconds instead of --frames (e.g. 0.5 = 2 fps).")] = None,
+            "--every-s", callback=option("--every-s", "every_s"),
+            help="Sample one frame every K seconds instead of --frames (e.g. 0.5 = 2 fps).")] = None,
         aggregate: Annotated[str, typer.Option(
             "--aggregate", help="Video score from frame scores: mean (default), max or topk:K.")] = "mean",
-        max_faces: Annotated[int, typer.Option("--max-faces", min=1, help="Largest faces scored per frame.")] = 4,
+        max_faces: Annotated[int, typer.Option("--max-faces", callback=option("--max-faces", "max_faces"),
+                                               help="Largest faces scored per frame.")] = 4,
         workers: Workers = 2,
         backend: Backend = "auto",
         detector_model: DetectorModel = None,
@@ -32,7 +37,8 @@ def register(app: typer.Typer) -> None:
         export: Annotated[Optional[Path], typer.Option("--export", help="Write rows to .csv/.json/.jsonl.")] = None,
         ray: Annotated[Optional[str], typer.Option(
             "--ray", help="Run on Ray: 'local' (start one here), 'auto' or HOST:PORT of a cluster.")] = None,
-        limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Screen at most N files this run.")] = None,
+        limit: Annotated[Optional[int], typer.Option("--limit", callback=option("--limit", "count"),
+                                                     help="Screen at most N files this run.")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
     ):
         """Screen an archive: per-file score, label and evidence in SQLite; resumable; report and export."""

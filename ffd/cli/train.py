@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from edge.settings import option  # one range check for every numeric option (one-line errors)
+
 from .options import Device, Seed
 
 def _models(pattern: str) -> str:
@@ -25,23 +27,31 @@ train_app = typer.Typer(no_args_is_help=True, help=TRAIN_HELP)
 DataOpt = Annotated[list[str], typer.Option(
     "--data", help="Dataset (repeatable): any layout train.data reads; prefix real:/fake: for a plain image folder.")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Run folder: last.pt, best.pt, history.json.")]
-Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training data.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Faces per batch.")]
-Lr = Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (AdamW, cosine decay).")]
+Epochs = Annotated[int, typer.Option("--epochs", callback=option("--epochs", "iters"),
+                                     help="Passes over the training data.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", callback=option("--batch-size", "batch_size"),
+                                        help="Faces per batch.")]
+Lr = Annotated[float, typer.Option("--lr", callback=option("--lr", "positive"),
+                                   help="Peak learning rate (AdamW, cosine decay).")]
 Sbi = Annotated[bool, typer.Option("--sbi/--no-sbi", help="Add a self-blended pseudo-fake of every real face.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt if it exists.")]
-Val = Annotated[float, typer.Option("--val", min=0.0, max=0.9, help="Validation fraction (group-wise hash split).")]
-Test = Annotated[float, typer.Option("--test", min=0.0, max=0.9, help="Held-out test fraction, never trained on.")]
-MaxPerClass = Annotated[Optional[int], typer.Option("--max-per-class", min=1,
+Val = Annotated[float, typer.Option("--val", callback=option("--val", "fraction"),
+                                    help="Validation fraction (group-wise hash split).")]
+Test = Annotated[float, typer.Option("--test", callback=option("--test", "fraction"),
+                                     help="Held-out test fraction, never trained on.")]
+MaxPerClass = Annotated[Optional[int], typer.Option("--max-per-class", callback=option("--max-per-class", "count"),
                                                     help="Cap samples per class (quick runs).")]
-Workers = Annotated[int, typer.Option("--workers", "-j", min=0, help="DataLoader worker processes.")]
+Workers = Annotated[int, typer.Option("--workers", "-j", callback=option("--workers", "workers"),
+                                      help="DataLoader worker processes.")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 Pretrained = Annotated[str, typer.Option(
     "--pretrained", help="auto (ImageNet weights where the model has them: FFD_WEIGHTS folder, cache or official "
                          "URL), none (random init), or a weight file / folder of weight files.")]
 PerEpoch = Annotated[Optional[int], typer.Option(
-    "--samples-per-epoch", min=1, help="Faces drawn per epoch (balanced per source; default: the training set size).")]
-MaxSteps = Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Cap steps per epoch (smoke runs).")]
+    "--samples-per-epoch", callback=option("--samples-per-epoch", "count"),
+    help="Faces drawn per epoch (balanced per source; default: the training set size).")]
+MaxSteps = Annotated[Optional[int], typer.Option("--max-steps", callback=option("--max-steps", "iters"),
+                                                 help="Cap steps per epoch (smoke runs).")]
 
 
 @train_app.command("teacher")
@@ -73,8 +83,8 @@ def student(data: DataOpt, out: Out,
             model: Annotated[str, typer.Option(
                 "--model", help=f"Registered student ({_models('student*')}, {_models('mobilenet*')}, "
                                 f"{_models('efficientnet*')}).")] = "mobilenetv2_100",
-            kd_weight: Annotated[float, typer.Option(
-                "--kd-weight", min=0.0, help="Weight of the distillation loss.")] = 1.0,
+            kd_weight: Annotated[float, typer.Option("--kd-weight", callback=option("--kd-weight", "positive"),
+                                                     help="Weight of the distillation loss.")] = 1.0,
             epochs: Epochs = 10, batch_size: BatchSize = 32, lr: Lr = 1e-3,
             size: Annotated[Optional[int], typer.Option(
                 "--size", min=32, help="Input side (default: the teacher's).")] = None,

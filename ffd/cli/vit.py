@@ -11,14 +11,20 @@ from typing import Annotated, Optional
 
 import typer
 
+from edge.settings import option  # one range check for every numeric option (one-line errors)
+
 from .options import Device, Seed
 
 Data = Annotated[Path, typer.Option("--data", help="Dataset: any layout `train.data.load_samples` reads.")]
-Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training data.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Faces per batch.")]
-Lr = Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (AdamW, cosine decay).")]
+Epochs = Annotated[int, typer.Option("--epochs", callback=option("--epochs", "iters"),
+                                     help="Passes over the training data.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", callback=option("--batch-size", "batch_size"),
+                                        help="Faces per batch.")]
+Lr = Annotated[float, typer.Option("--lr", callback=option("--lr", "positive"),
+                                   help="Peak learning rate (AdamW, cosine decay).")]
 ModelName = Annotated[str, typer.Option("--model", help="Registered ViT: vit_tiny_patch8, vit_mini_patch8, ...")]
-ImgSize = Annotated[Optional[int], typer.Option("--img-size", min=8, help="Input size (default: the model's).")]
+ImgSize = Annotated[Optional[int], typer.Option("--img-size", callback=option("--img-size", lo=8, hi=1024, integer=True),
+                                                help="Input size (default: the model's).")]
 
 
 def register(app: typer.Typer) -> None:

@@ -52,6 +52,20 @@ HOSTILE_NAME = "<img src=x onerror=alert(1)>&.jpg"  # for the HTML report: must 
 MARKER = "PWNED_marker"  # what a malicious pickle would create next to itself
 
 
+# The classes of issue 15; every corpus entry and every outcome carries one (``cls``), and the
+# reliability summary counts per class.
+CLASSES = {
+    1: "outputs that overwrite inputs (data loss)",
+    2: "hostile or broken models and checkpoints",
+    3: "odd media and names",
+    4: "bad settings (numbers, environment, detector model)",
+    5: "failures recorded as results",
+    6: "streams that never answer",
+    7: "signals",
+    8: "HTML report escaping",
+}
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -59,14 +73,17 @@ class Entry:
     kind: str  # image | video
     expect: str  # face | no_face | error | any
     note: str = ""
+    cls: int = 3  # issue 15 class (CLASSES)
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
     path: Path
-    kind: str  # onnx | engine | ckpt
+    kind: str  # onnx | engine | ckpt | detector
     note: str = ""
+    cls: int = 2  # issue 15 class (CLASSES)
+    check: str = "open"  # open: refused when opened; infer: opens, refused at its first batch (output contract)
 
 
 # --- small MP4 box editor -------------------------------------------------------------------------
@@ -388,3 +405,302 @@ def build_model_corpus(folder: str | Path, good_onnx: Path, *, torch_entries: bo
         if marker.exists():  # writing must not have executed it either
             marker.unlink()
     return out
+
+
+# --- class 2: hostile model cards, broken I/O contracts, absurd checkpoint kwargs ------------------
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def hostile_cards(size: int = 32) -> list[tuple[str, str, str]]:
+    """``(name, card JSON text, note)``: cards with a wrong type, unknown value, absurd bound, NaN or hostile
+    structure in every field the runtime uses. Each must be refused wherever a card is loaded."""
+    import json
+
+    from edge.spec import ModelCard, PreprocessSpec
+
+    good = ModelCard("tiny_mean", spec=PreprocessSpec(size=size)).to_dict()
+
+    def card(note, **change):
+        d = json.loads(json.dumps(good))
+        for k, v in change.items():
+            if k.startswith("spec_"):
+                d["spec"][k[5:]] = v
+            else:
+                d[k] = v
+        return json.dumps(d), note  # NaN/Infinity come out as JSON's non-standard tokens, as a hostile file has them
+
+    nan, inf = float("nan"), float("inf")
+    out = {
+        "threshold_string": card("threshold '0.5'", threshold="0.5"),
+        "threshold_list": card("threshold [0.5]", threshold=[0.5]),
+        "threshold_null": card("threshold null", threshold=None),
+        "threshold_nan": card("threshold NaN", threshold=nan),
+        "threshold_2": card("threshold 2.0 (outside [0, 1])", threshold=2.0),
+        "threshold_negative": card("threshold -0.1", threshold=-0.1),
+        "threshold_bool": card("threshold true", threshold=True),
+        "band_inf": card("uncertain_band Infinity", uncertain_band=inf),
+        "size_100000": card("size 100000 (a 30 GB allocation per batch)", spec_size=100000),
+        "size_float": card(f"size {float(size)} (a float)", spec_size=float(size)),
+        "size_zero": card("size 0", spec_size=0),
+        "size_string": card(f"size '{size}'", spec_size=str(size)),
+        "size_huge_int": (json.dumps(good).replace(f'"size": {size}', '"size": ' + "9" * 5000),
+                          "size with 5000 digits"),
+        "interp_unknown": card("interpolation 'nearest'", spec_interpolation="nearest"),
+        "detector_unknown": card("detector 'mtcnn'", spec_detector="mtcnn"),
+        "crop_unknown": card("crop_mode 'circle'", spec_crop_mode="circle"),
+        "mean_nan": card("mean [NaN, 0.4, 0.4]", spec_mean=[nan, 0.4, 0.4]),
+        "mean_short": card("mean of two values", spec_mean=[0.4, 0.4]),
+        "std_zero": card("std [0, 0.2, 0.2]", spec_std=[0.0, 0.2, 0.2]),
+        "std_negative": card("std [-0.2, 0.2, 0.2]", spec_std=[-0.2, 0.2, 0.2]),
+        "std_nan": card("std [NaN, 0.2, 0.2]", spec_std=[nan, 0.2, 0.2]),
+        "margin_negative": card("margin -1", spec_margin=-1.0),
+        "margin_inf": card("margin Infinity", spec_margin=inf),
+        "margin_nan": card("margin NaN", spec_margin=nan),
+        "margin_huge": card("margin 1e6", spec_margin=1e6),
+        "det_threshold_nan": card("det_score_threshold NaN", spec_det_score_threshold=nan),
+        "spec_version_99": card("spec version 99 (a future ffd)", spec_version=99),
+        "spec_unknown_field": card("spec field 'gamma'", spec_gamma=2.2),
+        "spec_not_object": card("spec is a string", spec="RGB 128"),
+        "output_logits": card("output 'logits' (not P(fake))", output="logits"),
+        "name_number": card("name 42", name=42),
+        "extra_list": card("extra is a list", extra=[1, 2]),
+        "deep_nesting": (json.dumps(good)[:-1] + ', "x": ' + _deep(100_000) + "}", "100000 nested lists (RecursionError)"),
+        "deep_in_extra": (json.dumps({**good, "extra": {"e": "__DEEP__"}}).replace('"__DEEP__"', _deep(40)),
+                          "40 nested lists inside extra"),
+        "huge_card": (json.dumps({**good, "extra": {"pad": "x" * (3 << 20)}}), "a 3 MB card"),
+        "not_object": ("[0.5, 128]", "a JSON list, not an object"),
+        "not_json": ("{'name': 'x'", "not JSON"),
+        "empty": ("", "an empty card"),
+    }
+    return [(k, text, note) for k, (text, note) in out.items()]
+
+
+def write_card_onnx(path: Path, card_text: str, size: int = 32) -> Path:
+    """The tiny classifier with ``card_text`` (any string) as its ``ffd.card`` metadata."""
+    import onnx
+
+    from edge.spec import META_KEY
+    from tests.conftest import make_tiny_onnx
+
+    make_tiny_onnx(path, size=size, card=False)
+    m = onnx.load(str(path))
+    del m.metadata_props[:]
+    m.metadata_props.add(key=META_KEY, value=card_text)
+    onnx.save(m, str(path))
+    return path
+
+
+def write_card_engine(path: Path, card_text: str, good_onnx: Path) -> Path:
+    """An engine file plus a sidecar whose key is right but whose card is ``card_text`` (spliced in as text)."""
+    import hashlib
+
+    from edge.runtime.engine_cache import (SIDECAR_FORMAT, BatchProfile, BuildOptions, EngineEnv, cache_key,
+                                           describe_onnx, key_inputs, sidecar_path)
+
+    info = describe_onnx(good_onnx)
+    path.write_bytes(b"\x00hostile-card-engine\x00" * 32)
+    env = EngineEnv(trt_version="10.3.0", gpu_name="NVIDIA Orin", compute_capability="8.7")
+    inputs = key_inputs(info.sha256, BatchProfile(), BuildOptions(precision="fp32"), env, info.input_name)
+    import json
+
+    head = json.dumps({"format": SIDECAR_FORMAT, "key": cache_key(inputs), "inputs": inputs,
+                       "engine_sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    sidecar_path(path).write_text(head[:-1] + ', "card": ' + (card_text or '""') + "}")
+    return path
+
+
+def write_card_checkpoint(path: Path, good_ckpt: Path, card_text: str) -> Path:
+    """A copy of a real ffd checkpoint whose card JSON is ``card_text``."""
+    import torch
+
+    blob = torch.load(good_ckpt, weights_only=True)
+    blob["card"] = card_text
+    torch.save(blob, path)
+    return path
+
+
+def write_kwargs_checkpoint(path: Path, good_ckpt: Path, model_name: str, kwargs_json: str) -> Path:
+    """A copy of a real ffd checkpoint relabelled ``model_name`` with ``model_kwargs`` = ``kwargs_json``: it passes
+    the weights-only loader; building the model it asks for must be refused before anything is allocated."""
+    import torch
+
+    blob = torch.load(good_ckpt, weights_only=True)
+    blob["model_name"], blob["model_kwargs"] = model_name, kwargs_json
+    torch.save(blob, path)
+    return path
+
+
+HOSTILE_KWARGS = (  # (file, model, model_kwargs JSON, note)
+    ("kwargs_vit_3g.pt", "vit_tiny_patch8",
+     '{"img_size": 1024, "patch_size": 2, "embed_dim": 2048, "depth": 48, "num_heads": 64}',
+     "a ViT of 3 G parameters (11 GiB) within every per-kwarg bound"),
+    ("kwargs_teacher_19g.pt", "teacher_dual",
+     '{"spatial_widths": [2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048], "spatial_depths": [16, 16, 16, 16, 16, 16, 16, 16], '
+     '"freq_widths": [2048, 2048, 2048, 2048], "freq_depths": [16, 16, 16, 16]}', "a teacher of 19 G parameters (72 GiB)"),
+    ("kwargs_width_1e6.pt", "vit_tiny_patch8", '{"embed_dim": 1000000, "num_heads": 1}', "embed_dim 1e6 (a 100 GB model)"),
+    ("kwargs_unknown.pt", "student_tiny", '{"widths": [100000, 100000, 100000, 100000]}',
+     "a keyword the entry point does not take from a file"),
+    ("kwargs_string.pt", "mobilenetv2_100", '{"drop_rate": "0.2"}', "drop_rate as a string"),
+    ("kwargs_null.pt", "vit_tiny_patch8", '{"num_classes": null}', "num_classes null"),
+    ("kwargs_negative.pt", "vit_tiny_patch8", '{"depth": -1}', "depth -1"),
+    ("kwargs_not_object.pt", "student_tiny", "[1, 2, 3]", "model_kwargs a JSON list"),
+    ("kwargs_deep.pt", "student_tiny", '{"x": ' + _deep(100_000) + "}", "100000 nested lists in model_kwargs"),
+    ("kwargs_unknown_model.pt", "resnet_9000", "{}", "a model the registry does not have"),
+)
+
+
+def contract_onnx(path: Path, kind: str, size: int = 32) -> Path:
+    """A real ONNX classifier (with a valid card) that breaks the model I/O contract one way:
+
+    ``input_uint8`` / ``input_fp16``: the image input is not float32; ``output_int64``: the score is an
+    integer; ``output_nan``, ``output_inf``: non-finite scores; ``output_logits``: scores far outside
+    [0, 1]; ``output_two``: two values per face."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edge.spec import META_KEY, ModelCard, PreprocessSpec
+
+    in_type = {"input_uint8": TensorProto.UINT8, "input_fp16": TensorProto.FLOAT16}.get(kind, TensorProto.FLOAT)
+    out_type = TensorProto.INT64 if kind == "output_int64" else TensorProto.FLOAT
+    inp = helper.make_tensor_value_info("input", in_type, ["batch", 3, size, size])
+    out = helper.make_tensor_value_info("score", out_type, ["batch", 2] if kind == "output_two" else ["batch"])
+    nodes, inits = [], [helper.make_tensor("w", TensorProto.FLOAT, [], [4.0])]
+    x = "input"
+    if in_type != TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", ["input"], ["xf"], to=TensorProto.FLOAT))
+        x = "xf"
+    nodes += [helper.make_node("ReduceMean", [x], ["m"], axes=[1, 2, 3], keepdims=0),
+              helper.make_node("Mul", ["m", "w"], ["z"])]
+    if kind == "output_logits":
+        inits.append(helper.make_tensor("b", TensorProto.FLOAT, [], [7.0]))
+        nodes.append(helper.make_node("Add", ["z", "b"], ["score"]))
+    elif kind in ("output_nan", "output_inf"):
+        inits.append(helper.make_tensor("b", TensorProto.FLOAT, [], [float("nan") if kind == "output_nan" else float("inf")]))
+        nodes += [helper.make_node("Sigmoid", ["z"], ["p"]), helper.make_node("Add", ["p", "b"], ["score"])]
+    elif kind == "output_two":
+        inits.append(helper.make_tensor("ax", TensorProto.INT64, [1], [1]))
+        nodes += [helper.make_node("Sigmoid", ["z"], ["p"]), helper.make_node("Unsqueeze", ["p", "ax"], ["p1"]),
+                  helper.make_node("Concat", ["p1", "p1"], ["score"], axis=1)]
+    elif kind == "output_int64":
+        nodes += [helper.make_node("Sigmoid", ["z"], ["p"]), helper.make_node("Cast", ["p"], ["score"], to=TensorProto.INT64)]
+    else:
+        nodes.append(helper.make_node("Sigmoid", ["z"], ["score"]))
+    graph = helper.make_graph(nodes, f"contract_{kind}", [inp], [out], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {META_KEY: ModelCard(f"contract_{kind}", spec=PreprocessSpec(size=size)).to_json()})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+CONTRACT_KINDS = {  # kind -> (when it is refused, note)
+    "input_uint8": ("open", "uint8 image input"),
+    "input_fp16": ("open", "float16 image input"),
+    "output_int64": ("open", "int64 score output"),
+    "output_nan": ("infer", "NaN scores"),
+    "output_inf": ("infer", "infinite scores"),
+    "output_logits": ("infer", "logits (7..11) instead of probabilities"),
+    "output_two": ("infer", "two values per face"),
+}
+
+
+def build_hostile_model_corpus(folder: str | Path, good_onnx: Path, good_ckpt: Path | None = None) -> list[ModelEntry]:
+    """Class 2 (and the detector of class 4): every hostile card as an ONNX, an engine sidecar and (with
+    ``good_ckpt``) a checkpoint; ONNX files that break the I/O contract; checkpoints with absurd
+    ``model_kwargs``; models that are not face detectors given as the detector."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out: list[ModelEntry] = []
+    for name, text, note in hostile_cards():
+        out.append(ModelEntry(f"card_{name}.onnx", write_card_onnx(folder / f"card_{name}.onnx", text), "onnx",
+                              f"ONNX card: {note}"))
+        out.append(ModelEntry(f"card_{name}.engine", write_card_engine(folder / f"card_{name}.engine", text, good_onnx),
+                              "engine", f"engine sidecar card: {note}"))
+        if good_ckpt is not None:
+            out.append(ModelEntry(f"card_{name}.pt", write_card_checkpoint(folder / f"card_{name}.pt", good_ckpt, text),
+                                  "ckpt", f"checkpoint card: {note}"))
+    for kind, (when, note) in CONTRACT_KINDS.items():
+        out.append(ModelEntry(f"contract_{kind}.onnx", contract_onnx(folder / f"contract_{kind}.onnx", kind), "onnx",
+                              f"I/O contract: {note}", check=when))
+    if good_ckpt is not None:
+        for fname, model, kw, note in HOSTILE_KWARGS:
+            out.append(ModelEntry(fname, write_kwargs_checkpoint(folder / fname, good_ckpt, model, kw), "ckpt",
+                                  f"model_kwargs: {note}"))
+    import shutil
+
+    shutil.copy(good_onnx, folder / "classifier_as_detector.onnx")
+    out.append(ModelEntry("classifier_as_detector.onnx", folder / "classifier_as_detector.onnx", "detector",
+                          "a forgery classifier given as the YuNet face detector", cls=4))
+    (folder / "text_as_detector.onnx").write_text("not a model\n")
+    out.append(ModelEntry("text_as_detector.onnx", folder / "text_as_detector.onnx", "detector",
+                          "a text file given as the YuNet face detector", cls=4))
+    return out
+
+
+# --- class 4: bad settings ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SettingCase:
+    """An ``ffd`` command line with one bad number (an option or an environment variable).
+
+    ``args`` may hold ``{images}``, ``{video}``, ``{model}``, ``{ckpt}``, ``{out}`` and ``{classifier}``;
+    the run must exit 2 with one ``error:`` line that contains ``names`` (the option or variable)
+    and create nothing under ``{out}``."""
+
+    name: str
+    args: tuple
+    names: str
+    env: tuple = ()
+    cls: int = 4
+
+
+def _c(name, *args, names, env=()):
+    return SettingCase(name, tuple(args), names, tuple(env))
+
+
+_DET = ("detect", "{images}", "-m", "{model}", "-o", "{out}/d.jsonl")
+_SCR = ("screen", "{images}", "-m", "{model}", "--db", "{out}/s.sqlite", "--no-progress")
+_EXT = ("faces", "extract", "{images}", "{out}/faces", "--no-progress")
+SETTING_CASES = (
+    _c("detect --threads 100000", *_DET, "--threads", "100000", names="--threads"),
+    _c("detect --threads 2000", *_DET, "--threads", "2000", names="--threads"),
+    _c("detect --threads 0", *_DET, "--threads", "0", names="--threads"),
+    _c("detect --batch-size 10^9", *_DET, "--batch-size", "1000000000", names="--batch-size"),
+    _c("detect --max-faces -1", *_DET, "--max-faces", "-1", names="--max-faces"),
+    _c("detect --every 0", "detect", "{video}", "-m", "{model}", "-o", "{out}/d.jsonl", "--every", "0", names="--every"),
+    _c("detect --det-size 100000", "detect", "{video}", "-m", "{model}", "-o", "{out}/d.jsonl", "--det-size", "100000",
+       names="--det-size"),
+    _c("detect --detector-model CLASSIFIER", *_DET, "--detector-model", "{classifier}", names="not a YuNet"),
+    _c("FFD_YUNET_MODEL=CLASSIFIER screen", *_SCR, names="not a YuNet", env=(("FFD_YUNET_MODEL", "{classifier}"),)),
+    _c("screen --every-s nan", *_SCR, "--every-s", "nan", names="--every-s"),
+    _c("screen --every-s inf", *_SCR, "--every-s", "inf", names="--every-s"),
+    _c("screen --every-s 0", *_SCR, "--every-s", "0", names="--every-s"),
+    _c("screen --every-s -1", *_SCR, "--every-s", "-1", names="--every-s"),
+    _c("screen -j 100000", *_SCR, "-j", "100000", names="--workers"),
+    _c("screen --frames 0", *_SCR, "--frames", "0", names="--frames"),
+    _c("screen --max-faces 100000", *_SCR, "--max-faces", "100000", names="--max-faces"),
+    _c("FFD_DECODE_TIMEOUT_S=inf screen", *_SCR, names="FFD_DECODE_TIMEOUT_S", env=(("FFD_DECODE_TIMEOUT_S", "inf"),)),
+    _c("FFD_DECODE_TIMEOUT_S=nan screen", *_SCR, names="FFD_DECODE_TIMEOUT_S", env=(("FFD_DECODE_TIMEOUT_S", "nan"),)),
+    _c("FFD_DECODE_TIMEOUT_S=-5 extract", *_EXT, names="FFD_DECODE_TIMEOUT_S", env=(("FFD_DECODE_TIMEOUT_S", "-5"),)),
+    _c("FFD_DECODE_TIMEOUT_S=abc detect", *_DET, names="FFD_DECODE_TIMEOUT_S", env=(("FFD_DECODE_TIMEOUT_S", "abc"),)),
+    _c("FFD_DECODE_TIMEOUT_S=1e999 extract", *_EXT, names="FFD_DECODE_TIMEOUT_S",
+       env=(("FFD_DECODE_TIMEOUT_S", "1e999"),)),
+    _c("extract --size 100000", *_EXT, "--size", "100000", names="--size"),
+    _c("extract --margin nan", *_EXT, "--margin", "nan", names="--margin"),
+    _c("extract --margin -1", *_EXT, "--margin", "-1", names="--margin"),
+    _c("extract -j 10000", *_EXT, "-j", "10000", names="--workers"),
+    _c("extract --every 0", *_EXT, "--every", "0", names="--every"),
+    _c("bench --threads 2000", "bench", "{model}", "-o", "{out}/bench", "--threads", "2000", names="--threads"),
+    _c("bench --batch-sizes 1,100000", "bench", "{model}", "-o", "{out}/bench", "--batch-sizes", "1,100000",
+       names="--batch-sizes"),
+    _c("bench --iters 0", "bench", "{model}", "-o", "{out}/bench", "--iters", "0", names="--iters"),
+    _c("build-engine --max-batch 100000", "build-engine", "{model}", "-o", "{out}/m.engine", "--max-batch", "100000",
+       names="--max-batch"),
+    _c("train teacher --lr inf", "train", "teacher", "--data", "x={images}", "-o", "{out}/run", "--lr", "inf",
+       names="--lr"),
+    _c("train student --batch-size 10^9", "train", "student", "--data", "x={images}", "-o", "{out}/run",
+       "--batch-size", "1000000000", names="--batch-size"),
+    _c("adapt --alpha nan", "adapt", "{ckpt}", "--target", "{images}", "-o", "{out}/a.pt", "--alpha", "nan",
+       names="--alpha"),
+)

@@ -109,6 +109,7 @@ class Outcome:
     expect: str
     result: str
     detail: str = ""
+    cls: int = 0  # issue 15 class (corpus.CLASSES); 0: not classified
     ok: bool = field(init=False, default=False)
 
     def __post_init__(self):
@@ -151,7 +152,7 @@ def extract_outcomes(corpus: Path, entries, out: Path, *, frames: int = 4, worke
             errors = sorted({r["error"] for r in rs if r["error"] and r["error"] != "no face detected"})
             res = "face" if n_faces else "error" if errors else "no_face"
             detail = f"{n_faces} crops" + (f"; {errors[0]}" if errors else "")
-        outcomes.append(Outcome(e.name, "faces extract", e.expect, res, detail))
+        outcomes.append(Outcome(e.name, "faces extract", e.expect, res, detail, e.cls))
     return outcomes, run
 
 
@@ -177,7 +178,7 @@ def detect_image_outcomes(corpus: Path, entries, model: Path, out: Path, timeout
         else:
             n = sum(1 for r in rs if r.get("face") is not None)
             res, detail = ("face" if n else "no_face"), f"{n} faces"
-        outcomes.append(Outcome(e.name, "detect (image)", e.expect, res, detail))
+        outcomes.append(Outcome(e.name, "detect (image)", e.expect, res, detail, e.cls))
     return outcomes, run
 
 
@@ -202,7 +203,7 @@ def detect_video_outcomes(entries, model: Path, max_frames: int = 8) -> list[Out
             res, detail = "error", str(ex)
         except Exception as ex:  # noqa: BLE001 - exactly what the suite looks for
             res, detail = "crash", f"{type(ex).__name__}: {ex}"
-        outcomes.append(Outcome(e.name, "detect (video)", e.expect, res, detail))
+        outcomes.append(Outcome(e.name, "detect (video)", e.expect, res, detail, e.cls))
     return outcomes
 
 
@@ -242,7 +243,7 @@ def screen_outcomes(corpus: Path, entries, model: Path, db: Path, *, report: Pat
         else:
             res = {"done": "face", "no_face": "no_face", "error": "error"}[r["status"]]
             detail = f"{r['faces_seen']} faces in {r['n_frames']} frames" + (f"; {r['error']}" if r["error"] else "")
-        outcomes.append(Outcome(e.name, "screen", e.expect, res, detail))
+        outcomes.append(Outcome(e.name, "screen", e.expect, res, detail, e.cls))
     return outcomes, run
 
 
@@ -271,7 +272,7 @@ def eval_image_outcomes(entries, ckpt: Path, good: Sequence[Path], work: Path) -
         except Exception as ex:  # noqa: BLE001
             res, detail = "crash", f"{type(ex).__name__}: {ex}"
         expect = "error" if e.expect == "error" else "any" if e.expect == "any" else "result"
-        outcomes.append(Outcome(e.name, "eval (folder dataset)", expect, res, detail))
+        outcomes.append(Outcome(e.name, "eval (folder dataset)", expect, res, detail, e.cls))
         shutil.rmtree(d, ignore_errors=True)
     return outcomes
 
@@ -285,10 +286,17 @@ def loader_outcomes(model_entries, marker: Path | None = None) -> list[Outcome]:
     outcomes = []
     for m in model_entries:
         calls = []
-        if m.kind in ("onnx", "engine"):
+        if m.kind in ("onnx", "engine") and m.check == "infer":  # opens; its first batch breaks the contract
+            calls.append(("open_runner + infer", lambda p=m.path: _infer_once(p)))
+            calls.append(("ForgeryDetector.classify_crops", lambda p=m.path: _classify_once(p)))
+        elif m.kind in ("onnx", "engine"):
             from edge.runtime import open_runner
 
             calls.append(("open_runner", lambda p=m.path: open_runner(p).close()))
+        if m.kind == "detector":
+            from edge.faces import FaceDetector
+
+            calls.append(("FaceDetector(yunet)", lambda p=m.path: FaceDetector("yunet", p)))
         if m.kind == "engine":
             from edge.runtime.engine_cache import EngineEnv, check_sidecar, read_sidecar
 
@@ -308,21 +316,275 @@ def loader_outcomes(model_entries, marker: Path | None = None) -> list[Outcome]:
                 res, detail = "crash", f"{type(ex).__name__}: {ex}"
             if marker is not None and marker.exists():
                 res, detail = "crash", f"the pickle executed code: {marker} was created"
-            outcomes.append(Outcome(m.name, name, "error", res, detail))
+            outcomes.append(Outcome(m.name, name, "error", res, detail, m.cls))
     return outcomes
 
 
-def cli_model_outcomes(model_entries, images: Path, data: Path, timeout: float = 120) -> list[Outcome]:
-    """Broken models on the command line: ``ffd detect -m`` (ONNX/engines), ``ffd eval`` (checkpoints)."""
+def _infer_once(path: Path) -> None:
+    import numpy as np
+
+    from edge.runtime import open_runner
+
+    with open_runner(path) as r:
+        s = r.card.spec.size
+        r.infer(np.random.default_rng(0).normal(size=(5, 3, s, s)).astype(np.float32))
+
+
+def _classify_once(path: Path) -> None:
+    import numpy as np
+
+    from edge import ForgeryDetector
+
+    with ForgeryDetector(path, "ort") as fd:
+        fd.classify_crops([np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(3)])
+
+
+def cli_model_outcomes(model_entries, images: Path, data: Path, timeout: float = 120,
+                       good_model: Path | None = None) -> list[Outcome]:
+    """Broken models on the command line: ``ffd detect -m`` (ONNX/engines), ``ffd eval`` (checkpoints),
+    ``ffd detect -m GOOD --detector-model`` (detectors). A model refused only at its first batch must
+    not have written a single score."""
     outcomes = []
     for m in model_entries:
         if m.kind == "ckpt":
             run = run_ffd(["eval", m.path, data], timeout=timeout)
             ep = "ffd eval CKPT"
+        elif m.kind == "detector":
+            if good_model is None:
+                continue
+            run = run_ffd(["detect", images, "-m", good_model, "--detector-model", m.path], timeout=timeout)
+            ep = "ffd detect --detector-model"
         else:
             run = run_ffd(["detect", images, "-m", m.path], timeout=timeout)
             ep = "ffd detect -m"
-        outcomes.append(Outcome(m.name, ep, "error", *run.outcome()))
+        res, detail = run.outcome()
+        if '"score"' in run.stdout:
+            res, detail = "result", f"scores were written with a model that breaks the contract: {run.stdout[:80]!r}"
+        outcomes.append(Outcome(m.name, ep, "error", res, detail, m.cls))
+    return outcomes
+
+
+# --- class 4: bad settings on the command line ---------------------------------------------------
+def settings_outcomes(cases, *, images: Path, video: Path, model: Path, classifier: Path, work: Path,
+                      ckpt: Path | None = None, timeout: float = 120, jobs: int = 2) -> list[Outcome]:
+    """Each :class:`corpus.SettingCase` as an ``ffd`` subprocess: a clear error is exit 2 with one
+    ``error:`` line naming the setting, and nothing written under its output folder."""
+    import re
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(case) -> Outcome:
+        out = work / re.sub(r"[^A-Za-z0-9]+", "_", case.name).strip("_")
+        out.mkdir(parents=True, exist_ok=True)
+        fill = {"images": images, "video": video, "model": model, "classifier": classifier, "out": out,
+                "ckpt": ckpt if ckpt is not None else work / "missing.pt"}
+        args = [str(a).format(**fill) for a in case.args]
+        env = {k: str(v).format(**fill) for k, v in case.env}
+        run = run_ffd(args, timeout=timeout, env=env)
+        res, detail = run.outcome()
+        made = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+        if res == "error" and case.names not in run.error_line():
+            res, detail = "result", f"the error does not name {case.names}: {run.error_line()[:120]}"
+        elif res == "result":
+            detail = f"accepted (exit {run.rc}); {run.stderr.strip()[-120:]}"
+        if made and res == "error":
+            res, detail = "result", f"refused, but wrote {made[:3]} first"
+        return Outcome(case.name, "ffd (bad setting)", "error", res, detail, case.cls)
+
+    with ThreadPoolExecutor(jobs) as ex:
+        return list(ex.map(one, cases))
+
+
+def library_settings_outcomes(model: Path, video: Path) -> list[Outcome]:
+    """The same settings refused by the library functions the CLI calls (ConfigError, before any work)."""
+    import math
+
+    from edge.errors import FfdError
+
+    def screen_settings(**kw):
+        from edge.screen import ScreenSettings
+
+        ScreenSettings(**kw)
+
+    def ort(**kw):
+        from edge.runtime import open_runner
+
+        open_runner(model, "ort", **kw).close()
+
+    def detector(**kw):
+        from edge import ForgeryDetector
+
+        ForgeryDetector(model, "ort", **kw).close()
+
+    def reader(timeout_s):
+        from edge.media import VideoReader
+
+        with VideoReader(video, timeout_s=timeout_s):
+            pass
+
+    def env_timeout(value):
+        import os
+
+        from edge.media import decode_timeout_s
+
+        old = os.environ.get("FFD_DECODE_TIMEOUT_S")
+        os.environ["FFD_DECODE_TIMEOUT_S"] = value
+        try:
+            decode_timeout_s()
+        finally:
+            os.environ.pop("FFD_DECODE_TIMEOUT_S") if old is None else os.environ.__setitem__("FFD_DECODE_TIMEOUT_S", old)
+
+    cases = [
+        ("ScreenSettings(every_s=nan)", lambda: screen_settings(every_s=math.nan)),
+        ("ScreenSettings(every_s=inf)", lambda: screen_settings(every_s=math.inf)),
+        ("ScreenSettings(every_s=0)", lambda: screen_settings(every_s=0.0)),
+        ("ScreenSettings(max_faces=10**6)", lambda: screen_settings(max_faces=10**6)),
+        ("open_runner(intra_op_threads=100000)", lambda: ort(intra_op_threads=100000)),
+        ("open_runner(intra_op_threads=2000)", lambda: ort(intra_op_threads=2000)),
+        ("open_runner(inter_op_threads=-1)", lambda: ort(inter_op_threads=-1)),
+        ("open_runner(max_batch=10**9)", lambda: ort(max_batch=10**9)),
+        ("ForgeryDetector(batch_size=10**9)", lambda: detector(batch_size=10**9)),
+        ("ForgeryDetector(det_max_side=nan)", lambda: detector(det_max_side=math.nan)),
+        ("VideoReader(timeout_s=inf)", lambda: reader(math.inf)),
+        ("VideoReader(timeout_s=nan)", lambda: reader(math.nan)),
+        ("decode_timeout_s(FFD_DECODE_TIMEOUT_S=inf)", lambda: env_timeout("inf")),
+        ("decode_timeout_s(FFD_DECODE_TIMEOUT_S=0)", lambda: env_timeout("0")),
+    ]
+    outcomes = []
+    for name, fn in cases:
+        try:
+            fn()
+            res, detail = "result", "accepted"
+        except FfdError as e:
+            res, detail = "error", f"{type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 - a TypeError or ValueError is exactly what must not happen
+            res, detail = "crash", f"{type(e).__name__}: {e}"
+        outcomes.append(Outcome(name, "library (bad setting)", "error", res, detail, 4))
+    return outcomes
+
+
+# --- class 8: the HTML report ------------------------------------------------------------------------
+HOSTILE_FIELD = '<script>alert(1)</script><img src=x onerror=alert(2)>"\'&'
+ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "p", "table", "tr", "th", "td", "img", "svg",
+                "rect", "line", "polyline", "circle"}
+
+
+def hostile_report_rows(db: Path) -> list[str]:
+    """Rewrite rows of the screening database ``db`` so that every field the report shows holds HTML (SQLite
+    stores text in INTEGER/REAL columns as given); returns the names of the fields written."""
+    con = sqlite3.connect(str(db))
+    fields = ["path", "label", "faces_seen", "n_frames", "error", "error_type", "model_id", "score", "threshold",
+              "evidence", "thumb", "aggregation"]
+    try:
+        with con:
+            paths = [r[0] for r in con.execute("SELECT path FROM results ORDER BY path")]
+            for i, p in enumerate(paths):
+                h = HOSTILE_FIELD + f"#{i}"
+                con.execute(
+                    "UPDATE results SET path=?, label=?, faces_seen=?, n_frames=?, error=?, error_type=?, model_id=?, "
+                    "score=?, threshold=?, evidence=?, thumb=?, aggregation=? WHERE path=?",
+                    (p + h, h, h, h, h, h, h, h if i % 2 else 0.7, h,
+                     json.dumps([{"frame": h, "t": h, "score": h, "faces": h, "box": h}]) if i % 2 else h,
+                     h if i % 3 == 0 else None, h, p))
+            # a row whose every field is present and well-formed except one number made huge / NaN-like text
+            con.execute("UPDATE results SET score='NaN', threshold='1e999' WHERE rowid = (SELECT MIN(rowid) FROM results)")
+    finally:
+        con.close()
+    return fields
+
+
+def check_report_html(html_text: str) -> list[str]:
+    """What is wrong with a report page: markup from the data (a tag, an attribute or a ``javascript:`` URL
+    that ffd does not write), a missing Content-Security-Policy that forbids scripts, or a CSP whose style
+    hash does not match the page's stylesheet."""
+    import base64
+    import hashlib
+    from html.parser import HTMLParser
+
+    problems: list[str] = []
+    csp: list[str] = []
+    styles: list[str] = []
+
+    class P(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self._in_style = False
+
+        def handle_starttag(self, tag, attrs):
+            if tag not in ALLOWED_TAGS:
+                problems.append(f"unexpected <{tag}> tag")
+            for k, v in attrs:
+                if k.startswith("on"):
+                    problems.append(f"event handler attribute {k}= on <{tag}>")
+                if k in ("src", "href") and v and not v.startswith("data:image/jpeg;base64,"):
+                    problems.append(f"{k}={v[:40]!r} on <{tag}>")
+            if tag == "meta" and dict(attrs).get("http-equiv", "").lower() == "content-security-policy":
+                csp.append(dict(attrs).get("content", ""))
+            self._in_style = tag == "style"
+
+        def handle_endtag(self, tag):
+            self._in_style = False
+
+        def handle_data(self, data):
+            if self._in_style:
+                styles.append(data)
+
+    P().feed(html_text)
+    if "<script" in html_text.lower():
+        problems.append("a <script in the page")
+    if len(csp) != 1:
+        problems.append(f"{len(csp)} Content-Security-Policy meta tags (want 1)")
+    else:
+        pol = {d.split()[0]: d.split()[1:] for d in csp[0].split(";") if d.strip()}
+        if pol.get("default-src") != ["'none'"]:
+            problems.append(f"CSP default-src is {pol.get('default-src')}, not 'none'")
+        if pol.get("script-src", ["'none'"]) != ["'none'"]:
+            problems.append(f"CSP allows scripts: {pol.get('script-src')}")
+        want = [f"'sha256-{base64.b64encode(hashlib.sha256(st.encode()).digest()).decode()}'" for st in styles]
+        if pol.get("style-src") != want:
+            problems.append(f"CSP style-src {pol.get('style-src')} does not match the page's stylesheet {want}")
+    return problems
+
+
+REPORT_FIELDS = ("path", "label", "faces_seen", "n_frames", "error", "error_type", "model_id", "score", "threshold",
+                 "evidence", "thumb", "aggregation", "status_text")
+
+
+def _report_of(db: Path, out: Path, name: str, what: str) -> Outcome:
+    from edge.errors import FfdError
+    from edge.screen.report import write_report
+
+    try:
+        html_text = write_report(db, out).read_text(encoding="utf-8")
+    except FfdError as e:
+        return Outcome(name, "screen report", "result", "error", str(e), 8)
+    except Exception as e:  # noqa: BLE001
+        return Outcome(name, "screen report", "result", "crash", f"{type(e).__name__}: {e}", 8)
+    problems = check_report_html(html_text)
+    res = "result" if not problems else "crash"
+    return Outcome(name, "screen report", "result", res, "; ".join(problems[:4]) if problems else what, 8)
+
+
+def report_outcomes(db: Path, out: Path) -> list[Outcome]:
+    """Class 8: the report of a real screening database whose rows hold HTML -- in one field at a time, then in
+    every field at once -- must show it as text, with its CSP, and never fail."""
+    outcomes = []
+    for field in REPORT_FIELDS:
+        one = out.with_name(f"{out.stem}_{field}.sqlite")
+        src, dst = sqlite3.connect(str(db)), sqlite3.connect(str(one))
+        src.backup(dst)
+        src.close()
+        with dst:
+            if field == "path":
+                dst.execute("UPDATE results SET path = path || ?", (HOSTILE_FIELD,))
+            elif field == "status_text":  # a bad JSON evidence and a text threshold on an error row
+                dst.execute("UPDATE results SET evidence = '[[[', threshold = 'x' WHERE rowid % 2 = 0")
+            else:
+                dst.execute(f"UPDATE results SET {field} = ?", (HOSTILE_FIELD,))
+        dst.close()
+        outcomes.append(_report_of(one, out.with_name(f"{out.stem}_{field}.html"), f"hostile {field}",
+                                   f"{field} shown as text"))
+    hostile_report_rows(db)
+    outcomes.append(_report_of(db, out, "hostile db rows (every field)", "every field escaped"))
     return outcomes
 
 
@@ -342,15 +604,48 @@ def summarize(outcomes: Iterable[Outcome], rows_lost: int = 0, rss: dict | None 
     if rss is not None:
         s["rss_drift_mb"] = rss.get("drift_mb")
         s["rss"] = rss
+    s["by_class"] = by_class(outcomes)
     s["outcomes"] = [asdict(o) for o in outcomes]
     return s
 
 
-def table(outcomes: Iterable[Outcome]) -> str:
-    lines = [f"{'input':34} {'entry point':26} {'expect':8} {'result':8} ok  detail"]
+def by_class(outcomes: Iterable[Outcome]) -> dict[int, dict]:
+    """The summary counts per issue 15 class (0: outcomes without a class)."""
+    out: dict[int, dict] = {}
     for o in outcomes:
-        lines.append(f"{o.entry[:34]:34} {o.entry_point[:26]:26} {o.expect:8} {o.result:8} {'y' if o.ok else 'N'}   "
-                     f"{o.detail[:90]}")
+        c = out.setdefault(o.cls, {"tried": 0, "clear_errors": 0, "correct_results": 0, "crashes": 0, "hangs": 0,
+                                   "lost": 0, "wrong": 0})
+        c["tried"] += 1
+        c["clear_errors"] += o.result == "error"
+        c["correct_results"] += o.ok and o.result != "error"
+        c["crashes"] += o.result in ("crash", "hang")
+        c["hangs"] += o.result == "hang"
+        c["lost"] += o.result == "lost"
+        c["wrong"] += not o.ok
+    return dict(sorted(out.items()))
+
+
+def class_table(outcomes: Iterable[Outcome], names: dict[int, str] | None = None) -> str:
+    """Counts per class, one row per class of ``names`` (all of them, zeros where no case exists yet)."""
+    keys = ("tried", "clear_errors", "correct_results", "crashes", "hangs", "lost", "wrong")
+    counts = by_class(outcomes)
+    rows = sorted(set(names or {}) | set(counts))
+    lines = [f"{'class':5} {'':44} " + " ".join(f"{k:>15}" for k in keys)]
+    for c in rows:
+        name = (names or {}).get(c, "(unclassified)" if c == 0 else "")
+        got = counts.get(c)
+        if got is None:
+            lines.append(f"{c:<5} {name[:44]:44} " + f"{0:>15}" + "   (no cases yet)")
+        else:
+            lines.append(f"{c:<5} {name[:44]:44} " + " ".join(f"{got[k]:>15}" for k in keys))
+    return "\n".join(lines)
+
+
+def table(outcomes: Iterable[Outcome]) -> str:
+    lines = [f"{'cls':3} {'input':34} {'entry point':26} {'expect':8} {'result':8} ok  detail"]
+    for o in outcomes:
+        lines.append(f"{o.cls:<3} {o.entry[:34]:34} {o.entry_point[:26]:26} {o.expect:8} {o.result:8} "
+                     f"{'y' if o.ok else 'N'}   {o.detail[:90]}")
     return "\n".join(lines)
 
 
