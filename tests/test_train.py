@@ -129,6 +129,19 @@ def test_a_diverging_loss_is_a_training_error(tmp_path):
     assert "--lr" in e.value.fix
 
 
+def test_short_runs_still_reach_the_peak_rate_and_anneal():
+    # the demo's teacher ran 47 steps against a 50-step warm-up: its rate was still climbing at the end
+    from train.trainer import cosine_lr, effective_warmup
+
+    for total, warmup in [(47, 50), (10, 50), (1000, 50), (3, 0)]:
+        w = effective_warmup(total, warmup)
+        lrs = [cosine_lr(s, total, w) for s in range(total)]
+        assert w <= max(0, total // 10) and w <= warmup
+        assert max(lrs) > 0.9, (total, warmup, max(lrs))
+        assert lrs[-1] < 0.05 + 1.0 / total, (total, warmup, lrs[-1])
+    assert effective_warmup(1000, 50) == 50
+
+
 def test_empty_loader_is_an_error():
     with pytest.raises(DatasetError, match="empty"):
         make_loader(torch.utils.data.TensorDataset(torch.zeros(0, 3)), 4)
