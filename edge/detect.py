@@ -12,6 +12,7 @@ cameras and streams to :func:`detect_stream`, which runs the concurrent
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -20,6 +21,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from .errors import FfdError
 from .forgery import DEFAULT_DET_MAX_SIDE, ForgeryDetector
+from .outputs import check_outputs, commit, temp_path
 from .stream.pipeline import DetectStats, Pipeline
 from .stream.sinks import VideoOut, display_available, draw_faces
 from .stream.sources import Source, SourceError, open_source
@@ -86,6 +88,9 @@ def detect_stream(source: str | int | Source, model, *, backend: str = "auto", d
     detector's input of a detector built here (see :class:`~edge.forgery.ForgeryDetector`); a
     given detector is used as it is.
     """
+    if video_out:
+        check_outputs([None if isinstance(source, (Source, int)) else source,
+                       None if isinstance(model, ForgeryDetector) else model], {"--save-video": video_out})
     src = source if isinstance(source, Source) else open_source(source, **(source_kw or {}))
     own_fd = not isinstance(model, ForgeryDetector)
     fd = None
@@ -176,6 +181,8 @@ def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str
     from .settings import check
 
     threads = check("threads", threads)  # before any source or output is opened
+    check_outputs([*sources, model, detector_model], {"-o/--output": output,
+                                                      "--save-video": video_kw.get("video_out")})
     batch_size, max_faces = check("batch_size", batch_size, allow_none=False), check("max_faces", max_faces)
     if detector_model is not None:  # a given detector model that is not a face detector, too
         from .faces.detector import check_yunet_model, find_yunet_model
@@ -204,28 +211,54 @@ def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str
                         raise SourceError(stats.error, path=src)
 
     summary = DetectSummary()
-    out = open(output, "w") if output else sys.stdout
+    # -o is written to a temporary file beside it and renamed over it once records came out: a run
+    # that fails to start (bad model, bad source) leaves an existing file as it was
+    tmp = temp_path(output) if output else None
+    out = open(tmp, "w") if tmp is not None else sys.stdout
     recs = records()
+    wrote = False
     try:
         for rec in recs:
             out.write(json.dumps(rec) + "\n")
+            wrote = True
             summary.add(rec)
     finally:
-        recs.close()  # closes the detector now, also when writing failed
-        if output:
-            out.close()
+        try:
+            recs.close()  # closes the detector now, also when writing failed
+        finally:
+            if tmp is not None:
+                _finish_output(out, tmp, output, keep=wrote or sys.exc_info()[0] is None)
     return summary
+
+
+def _finish_output(f, tmp, output, keep: bool) -> None:
+    """Close the temporary output; rename it over ``output`` when the run produced it, else drop it."""
+    try:
+        f.close()
+    finally:
+        if keep:
+            commit(tmp, output)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def run_detect(source, model, jsonl: str | os.PathLike | None = None, **kw) -> DetectStats:
     """Consume :func:`detect_stream`, writing JSON lines to ``jsonl`` (if given); return the stats."""
     stats = DetectStats()
-    out = open(jsonl, "w") if jsonl else None
+    if jsonl:
+        check_outputs([source if not isinstance(source, (Source, int)) else None,
+                       model if not isinstance(model, ForgeryDetector) else None],
+                      {"jsonl": jsonl, "video_out": kw.get("video_out")})
+    tmp = temp_path(jsonl) if jsonl else None
+    out = open(tmp, "w") if tmp is not None else None
+    wrote = False
     try:
         for rec in detect_stream(source, model, stats=stats, **kw):
             if out is not None:
                 out.write(json.dumps(rec) + "\n")
+                wrote = True
     finally:
         if out is not None:
-            out.close()
+            _finish_output(out, tmp, jsonl, keep=wrote or sys.exc_info()[0] is None)
     return stats

@@ -52,7 +52,7 @@ def main() -> int:
     os.environ.setdefault("FFD_YUNET_MODEL", str(yunet))
 
     import harness as H
-    from corpus import (CLASSES, MARKER, SETTING_CASES, build_hostile_model_corpus, build_media_corpus,
+    from corpus import (CLASSES, MARKER, OUTPUT_CASES, SETTING_CASES, build_hostile_model_corpus, build_media_corpus,
                         build_model_corpus, save_tiny_checkpoint)
     from media import write_face_video
     from tests.conftest import make_tiny_onnx
@@ -123,6 +123,11 @@ def main() -> int:
             SETTING_CASES, images=corpus / "real", video=face_video, model=model, ckpt=ckpt,
             classifier=work / "hostile_models" / "classifier_as_detector.onnx", work=work / "settings"))
         outcomes += step("library with bad settings (class 4)", lambda: H.library_settings_outcomes(model, face_video))
+        shutil.rmtree(work / "outputs", ignore_errors=True)
+        outcomes += step("outputs on inputs (class 1)", lambda: H.output_outcomes(
+            OUTPUT_CASES, image=faces[0], video=face_video, model=model, yunet=yunet, work=work / "outputs"))
+        outcomes += step("crop names and --overwrite (class 1)", lambda: H.crop_name_outcomes(
+            faces[0], yunet, work / "outputs"))
 
         # crash-resume
         arch = work / "kill_archive"

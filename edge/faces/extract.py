@@ -28,11 +28,14 @@ processes each holding its own :class:`~edge.faces.FaceDetector` (``workers=0``:
 """
 from __future__ import annotations
 
+import bisect
+import contextlib
 import csv
+import hashlib
 import itertools
 import json
 import os
-import shutil
+import re
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -45,6 +48,7 @@ import numpy as np
 
 from ..errors import ConfigError, FfdError, InputError
 from ..media import VideoReader, is_image, is_video, read_image
+from ..outputs import atomic_write_text
 from ..spec import PreprocessSpec
 from .crop import crop_face, transform_points
 from .detector import FaceDetector
@@ -122,14 +126,38 @@ def find_media(src: Path, exclude: Path | None = None) -> tuple[list[Path], int]
     return files, ignored
 
 
-def _crop_keys(files: list[Path], src: Path) -> list[str]:
-    """Crop-name stem per file: its path relative to src without extension (with it where two collide)."""
+def _crop_keys(files: list[Path], src: Path, reserved: Iterable[str] = ()) -> list[str]:
+    """Crop-name stem per file: its path relative to src without extension, unique by construction.
+
+    ``reserved``: crop stems an earlier run of this OUT already wrote (its manifest); a stem that is one
+    of them, or a prefix of one (``v`` of ``v_f000003``), is a clash too."""
     rels = [Path(f.name) if src.is_file() else f.relative_to(src) for f in files]
     stems = [r.with_suffix("").as_posix() for r in rels]
     counts: dict[str, int] = {}
     for s in stems:
         counts[s] = counts.get(s, 0) + 1
-    return [s if counts[s] == 1 else r.as_posix().replace(".", "_") for s, r in zip(stems, rels)]
+    # unique by construction: a stem shared by two files (a.jpg, a.png), or one that could be another
+    # file's crop name (an image "v_f000003.jpg" beside the video "v.mp4", "two_1.jpg" beside "two.jpg"
+    # with --policy all), gets a short hash of its whole relative path, extension included
+    taken = set(stems)
+    old = sorted(set(reserved))
+    old_set = set(old)
+
+    def used(s: str) -> bool:  # an earlier run wrote crops/<s>.png or crops/<s>_<suffix>.png
+        i = bisect.bisect_left(old, s + "_")
+        return s in old_set or (i < len(old) and old[i].startswith(s + "_"))
+
+    def clash(s: str) -> bool:
+        base = _SUFFIXED.match(s)
+        return counts[s] > 1 or (base is not None and base.group(1) in taken) or (bool(old) and used(s))
+
+    keys = [f"{s}_{hashlib.sha1(r.as_posix().encode('utf-8', 'surrogateescape')).hexdigest()[:10]}" if clash(s)
+            else s for s, r in zip(stems, rels)]
+    assert len(set(keys)) == len(keys), "crop names must be unique"
+    return keys
+
+
+_SUFFIXED = re.compile(r"^(.*)_(?:f\d{6}|\d+|[0-9a-f]{10})(?:_\d+)?$")  # a frame, face or hash suffix
 
 
 def read_dense_landmarks(image_path: Path) -> np.ndarray | None:
@@ -296,10 +324,10 @@ def _imap_unordered(pool: ProcessPoolExecutor, fn, items: Iterable, max_pending:
 def _prepare_out(out: Path, spec: PreprocessSpec, overwrite: bool) -> set[str]:
     """Check/refresh ``out``; return the sources its manifest already holds."""
     spec_file, manifest = out / SPEC_FILE, out / MANIFEST
-    if overwrite:
+    if overwrite:  # remove what an earlier run made (the crops its manifest lists), never anything else
+        _remove_own_crops(out, manifest)
         for p in (spec_file, manifest, out / LANDMARKS_FILE):
             p.unlink(missing_ok=True)
-        shutil.rmtree(out / CROPS, ignore_errors=True)
     if spec_file.is_file():
         try:
             old = PreprocessSpec.from_json(spec_file.read_text())
@@ -314,7 +342,7 @@ def _prepare_out(out: Path, spec: PreprocessSpec, overwrite: bool) -> set[str]:
         raise ConfigError(f"OUT has a {MANIFEST} but no {SPEC_FILE}", path=out,
                           fix="choose a new OUT folder or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
-    spec_file.write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(spec_file, json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
     if not manifest.is_file():
         return set()
     with manifest.open(newline="") as f:
@@ -323,6 +351,37 @@ def _prepare_out(out: Path, spec: PreprocessSpec, overwrite: bool) -> set[str]:
             raise ConfigError(f"{MANIFEST} has other columns than {list(MANIFEST_COLUMNS)}", path=manifest,
                               fix="choose a new OUT folder or pass --overwrite")
         return {row["source"] for row in reader}
+
+
+def _listed_crops(manifest: Path) -> set[str]:
+    """Crop stems (``crops/<stem>.png``) the manifest already lists."""
+    with manifest.open(newline="") as f:
+        paths = (row.get("path") or "" for row in csv.DictReader(f))
+        return {p[len(CROPS) + 1:-4] for p in paths if p.startswith(f"{CROPS}/") and p.endswith(".png")}
+
+
+def _remove_own_crops(out: Path, manifest: Path) -> None:
+    """Delete the crops ``manifest`` lists (inside ``out/crops`` only), then the folders left empty."""
+    if not manifest.is_file():
+        return
+    crops = (out / CROPS).resolve()
+    try:
+        with manifest.open(newline="") as f:
+            paths = [row.get("path") or "" for row in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ConfigError(f"{MANIFEST} is unreadable, so --overwrite cannot tell the crops it made: {e}",
+                          path=manifest, fix="choose a new OUT folder") from e
+    dirs = set()
+    for rel in paths:
+        if not rel:
+            continue
+        p = (out / rel).resolve()
+        if crops in p.parents and p.suffix.lower() == ".png":
+            p.unlink(missing_ok=True)
+            dirs.update(d for d in p.parents if crops in d.parents or d == crops)
+    for d in sorted(dirs, key=lambda d: len(d.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only when empty
 
 
 def _open_landmarks(landmark_model) -> tuple[LandmarkModel | None, dict]:
@@ -357,7 +416,7 @@ def _record_landmarks(out: Path, record: dict, resumed: bool) -> None:
             record = {**record, "previous": previous + [old]}
         elif previous:
             record = {**record, "previous": previous}
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def extract_faces(src: str | os.PathLike, out: str | os.PathLike, *, spec: PreprocessSpec = PreprocessSpec(),
@@ -395,6 +454,10 @@ def extract_faces(src: str | os.PathLike, out: str | os.PathLike, *, spec: Prepr
         workers = min(4, os.cpu_count() or 1)
     check("workers", workers, allow_none=False)
     decode_timeout_s()  # a bad FFD_DECODE_TIMEOUT_S stops the run here, not once per file
+    from ..outputs import check_outputs
+
+    check_outputs([src, detector_model, landmark_model if isinstance(landmark_model, (str, os.PathLike)) else None],
+                  {"OUT": out}, folders=("OUT",))  # OUT inside SRC (or around it): crops of crops, lost files
     files, ignored = find_media(src, exclude=out)
     detector = FaceDetector.from_spec(spec, detector_model)  # fails here, once, if the model is missing
     done = _prepare_out(out, spec, overwrite)
@@ -403,7 +466,7 @@ def extract_faces(src: str | os.PathLike, out: str | os.PathLike, *, spec: Prepr
 
     listed = source_labels(src)
     tasks = []
-    for f, key in zip(files, _crop_keys(files, src)):
+    for f, key in zip(files, _crop_keys(files, src, _listed_crops(out / MANIFEST) if done else ())):
         source = str(f.absolute())
         if source in done:
             continue

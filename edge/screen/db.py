@@ -150,14 +150,17 @@ def export(db_path: str | os.PathLike, out: str | os.PathLike) -> int:
     """Write the rows to ``.csv``, ``.json`` or ``.jsonl`` (without thumbnails); returns the row count."""
     import csv
 
+    from ..outputs import atomic_open, check_outputs
+
     out = Path(out)
+    check_outputs([db_path], {"--export": out})
     cols = [c for c in COLUMNS if c != "thumb"]
     with ResultsDB(db_path, readonly=True) as db:
         rows = [{c: r[c] for c in cols} for r in db.rows()]
     fmt = out.suffix.lower()
     try:
         if fmt == ".csv":
-            with open(out, "w", newline="") as f:
+            with atomic_open(out, "w", newline="") as f:  # all or nothing: a full disk keeps the old file
                 w = csv.DictWriter(f, fieldnames=cols)
                 w.writeheader()
                 w.writerows(rows)
@@ -165,7 +168,7 @@ def export(db_path: str | os.PathLike, out: str | os.PathLike) -> int:
             for r in rows:
                 for k in ("evidence", "settings"):
                     r[k] = json.loads(r[k]) if r[k] else None
-            with open(out, "w") as f:
+            with atomic_open(out, "w") as f:
                 if fmt == ".json":
                     json.dump(rows, f, indent=1)
                 else:

@@ -150,11 +150,14 @@ def write_report(db_path: str | os.PathLike, out: str | os.PathLike, title: str 
     """Render the database at ``db_path`` into the single HTML file ``out``."""
     from .db import ResultsDB
 
+    from ..outputs import atomic_write_text, check_outputs
+
     out = Path(out)
+    check_outputs([db_path], {"--report": out})
     with ResultsDB(db_path, readonly=True) as db:
         rows = list(db.rows("suspicious"))
     try:
-        out.write_text(render(rows, title), encoding="utf-8")
+        atomic_write_text(out, render(rows, title))  # a full disk keeps the previous report
     except OSError as e:
         raise ConfigError(f"cannot write the report: {e.strerror or e}", path=out,
                           fix="use a writable folder with free space") from e

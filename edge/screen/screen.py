@@ -332,6 +332,9 @@ def screen_archive(paths: Sequence[str | os.PathLike], model: str | os.PathLike,
     settings = settings or ScreenSettings()
     check("workers", workers, allow_none=False)
     check("limit", limit, 1, None, True)
+    from ..outputs import check_outputs
+
+    check_outputs([*paths, model, detector_model], {"--db": db, "--report": report, "--export": export})
     from ..media import decode_timeout_s
 
     decode_timeout_s()  # a bad FFD_DECODE_TIMEOUT_S stops the run here, not as an error row per file

@@ -49,13 +49,21 @@ class VideoOut:
                 raise ConfigError("the folder of the output video does not exist", path=self.path.parent)
             fourcc = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
             h, w = image.shape[:2]
-            self._w = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), self.fps, (w, h))
+            from ..outputs import temp_path
+
+            self._tmp = temp_path(self.path)  # renamed over path on close: never truncates before a frame
+            self._w = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, (w, h))
             if not self._w.isOpened():
+                self._w = None
+                self._tmp.unlink(missing_ok=True)
                 raise ConfigError("cannot write the output video (read-only folder, disk full or unknown format)",
                                   path=self.path, fix="use a writable folder and a .mp4 or .avi name")
         self._w.write(image)
 
     def close(self) -> None:
         if self._w is not None:
+            from ..outputs import commit
+
             self._w.release()
             self._w = None
+            commit(self._tmp, self.path)

@@ -253,7 +253,9 @@ def run_bench(models: Sequence[str | os.PathLike], backends: Sequence[str] = ("o
     note = plot(res, out / "bench.png")
     if note:
         res["notes"].append(note)
-    (out / "bench.json").write_text(json.dumps(res, indent=1))
-    (out / "bench.md").write_text(to_markdown(res))
+    from ..outputs import atomic_write_text
+
+    atomic_write_text(out / "bench.json", json.dumps(res, indent=1))  # all or nothing
+    atomic_write_text(out / "bench.md", to_markdown(res))
     res["files"] = [str(out / f) for f in ("bench.json", "bench.md", "bench.png") if (out / f).exists()]
     return res

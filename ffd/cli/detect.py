@@ -20,7 +20,8 @@ Sources = Annotated[list[str], typer.Argument(
          "or a GStreamer pipeline.")]
 Model = Annotated[Path, typer.Option("--model", "-m",
                                      help="Model: .onnx (from `ffd export`/`ffd quantize`) or .engine.")]
-Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON-lines file (default: stdout).")]
+Output = Annotated[Optional[Path], typer.Option(
+    "--output", "-o", help="JSON-lines file (default: stdout); replaced when the run ends, kept if it fails to start.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", callback=option("--batch-size", "batch_size"),
                                         help="Faces per inference batch.")]
 MaxFaces = Annotated[Optional[int], typer.Option("--max-faces", callback=option("--max-faces", "max_faces"),

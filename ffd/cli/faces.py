@@ -28,10 +28,12 @@ Every = Annotated[Optional[int], typer.Option("--every", callback=option("--ever
 AllFaces = Annotated[bool, typer.Option("--all-faces", help="Keep every face (named _<index>), not only the largest.")]
 Margin = Annotated[float, typer.Option("--margin", callback=option("--margin", lo=MARGIN_RANGE[0], hi=MARGIN_RANGE[1]),
                                        help="Crop side / larger side of the face box.")]
-Size = Annotated[int, typer.Option("--size", callback=option("--size", lo=SIZE_RANGE[0], hi=SIZE_RANGE[1], integer=True),
+Size = Annotated[int, typer.Option("--size",
+                                   callback=option("--size", lo=SIZE_RANGE[0], hi=SIZE_RANGE[1], integer=True),
                                    help="Crop side in pixels.")]
 CropMode = Annotated[str, typer.Option("--crop", help="square (box x margin) or align5 (5-point similarity).")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Start OUT again (deletes its crops/ and manifest).")]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Start OUT again (deletes the crops its manifest lists, and the manifest; nothing else).")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
 Landmarks = Annotated[Optional[Path], typer.Option(
     "--landmarks", envvar="FFD_LANDMARK_MODEL",

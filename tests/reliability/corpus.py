@@ -465,7 +465,8 @@ def hostile_cards(size: int = 32) -> list[tuple[str, str, str]]:
         "output_logits": card("output 'logits' (not P(fake))", output="logits"),
         "name_number": card("name 42", name=42),
         "extra_list": card("extra is a list", extra=[1, 2]),
-        "deep_nesting": (json.dumps(good)[:-1] + ', "x": ' + _deep(100_000) + "}", "100000 nested lists (RecursionError)"),
+        "deep_nesting": (json.dumps(good)[:-1] + ', "x": ' + _deep(100_000) + "}",
+                         "100000 nested lists (RecursionError)"),
         "deep_in_extra": (json.dumps({**good, "extra": {"e": "__DEEP__"}}).replace('"__DEEP__"', _deep(40)),
                           "40 nested lists inside extra"),
         "huge_card": (json.dumps({**good, "extra": {"pad": "x" * (3 << 20)}}), "a 3 MB card"),
@@ -536,9 +537,12 @@ HOSTILE_KWARGS = (  # (file, model, model_kwargs JSON, note)
      '{"img_size": 1024, "patch_size": 2, "embed_dim": 2048, "depth": 48, "num_heads": 64}',
      "a ViT of 3 G parameters (11 GiB) within every per-kwarg bound"),
     ("kwargs_teacher_19g.pt", "teacher_dual",
-     '{"spatial_widths": [2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048], "spatial_depths": [16, 16, 16, 16, 16, 16, 16, 16], '
-     '"freq_widths": [2048, 2048, 2048, 2048], "freq_depths": [16, 16, 16, 16]}', "a teacher of 19 G parameters (72 GiB)"),
-    ("kwargs_width_1e6.pt", "vit_tiny_patch8", '{"embed_dim": 1000000, "num_heads": 1}', "embed_dim 1e6 (a 100 GB model)"),
+     '{"spatial_widths": [2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048], '
+     '"spatial_depths": [16, 16, 16, 16, 16, 16, 16, 16], '
+     '"freq_widths": [2048, 2048, 2048, 2048], "freq_depths": [16, 16, 16, 16]}',
+     "a teacher of 19 G parameters (72 GiB)"),
+    ("kwargs_width_1e6.pt", "vit_tiny_patch8", '{"embed_dim": 1000000, "num_heads": 1}',
+     "embed_dim 1e6 (a 100 GB model)"),
     ("kwargs_unknown.pt", "student_tiny", '{"widths": [100000, 100000, 100000, 100000]}',
      "a keyword the entry point does not take from a file"),
     ("kwargs_string.pt", "mobilenetv2_100", '{"drop_rate": "0.2"}', "drop_rate as a string"),
@@ -576,14 +580,16 @@ def contract_onnx(path: Path, kind: str, size: int = 32) -> Path:
         inits.append(helper.make_tensor("b", TensorProto.FLOAT, [], [7.0]))
         nodes.append(helper.make_node("Add", ["z", "b"], ["score"]))
     elif kind in ("output_nan", "output_inf"):
-        inits.append(helper.make_tensor("b", TensorProto.FLOAT, [], [float("nan") if kind == "output_nan" else float("inf")]))
+        bad = float("nan") if kind == "output_nan" else float("inf")
+        inits.append(helper.make_tensor("b", TensorProto.FLOAT, [], [bad]))
         nodes += [helper.make_node("Sigmoid", ["z"], ["p"]), helper.make_node("Add", ["p", "b"], ["score"])]
     elif kind == "output_two":
         inits.append(helper.make_tensor("ax", TensorProto.INT64, [1], [1]))
         nodes += [helper.make_node("Sigmoid", ["z"], ["p"]), helper.make_node("Unsqueeze", ["p", "ax"], ["p1"]),
                   helper.make_node("Concat", ["p1", "p1"], ["score"], axis=1)]
     elif kind == "output_int64":
-        nodes += [helper.make_node("Sigmoid", ["z"], ["p"]), helper.make_node("Cast", ["p"], ["score"], to=TensorProto.INT64)]
+        nodes += [helper.make_node("Sigmoid", ["z"], ["p"]),
+                  helper.make_node("Cast", ["p"], ["score"], to=TensorProto.INT64)]
     else:
         nodes.append(helper.make_node("Sigmoid", ["z"], ["score"]))
     graph = helper.make_graph(nodes, f"contract_{kind}", [inp], [out], initializer=inits)
@@ -668,7 +674,8 @@ SETTING_CASES = (
     _c("detect --threads 0", *_DET, "--threads", "0", names="--threads"),
     _c("detect --batch-size 10^9", *_DET, "--batch-size", "1000000000", names="--batch-size"),
     _c("detect --max-faces -1", *_DET, "--max-faces", "-1", names="--max-faces"),
-    _c("detect --every 0", "detect", "{video}", "-m", "{model}", "-o", "{out}/d.jsonl", "--every", "0", names="--every"),
+    _c("detect --every 0", "detect", "{video}", "-m", "{model}", "-o", "{out}/d.jsonl", "--every", "0",
+       names="--every"),
     _c("detect --det-size 100000", "detect", "{video}", "-m", "{model}", "-o", "{out}/d.jsonl", "--det-size", "100000",
        names="--det-size"),
     _c("detect --detector-model CLASSIFIER", *_DET, "--detector-model", "{classifier}", names="not a YuNet"),
@@ -703,4 +710,46 @@ SETTING_CASES = (
        "--batch-size", "1000000000", names="--batch-size"),
     _c("adapt --alpha nan", "adapt", "{ckpt}", "--target", "{images}", "-o", "{out}/a.pt", "--alpha", "nan",
        names="--alpha"),
+)
+
+
+# --- class 1: outputs that overwrite inputs or each other ---------------------------------------------
+@dataclass(frozen=True)
+class OutputCase:
+    """An ``ffd`` command line whose output would destroy a file: the run must exit 2 with one
+    ``error:`` line and leave every file of its folder as it was (``setup``: what the folder holds
+    before; ``{w}`` is the case's folder, ``{model}`` the classifier, ``{yunet}`` the face detector)."""
+
+    name: str
+    setup: tuple  # (relative path, source): source "image", "video", "db", "text", "model" or "crop"
+    args: tuple
+    cls: int = 1
+
+
+OUTPUT_CASES = (
+    OutputCase("detect photo.jpg -o photo.jpg", (("photo.jpg", "image"),),
+               ("detect", "{w}/photo.jpg", "-m", "{model}", "-o", "{w}/photo.jpg")),
+    OutputCase("detect photo.jpg -o LINK-TO-photo.jpg", (("photo.jpg", "image"), ("link.jsonl", "link:photo.jpg")),
+               ("detect", "{w}/photo.jpg", "-m", "{model}", "-o", "{w}/link.jsonl")),
+    OutputCase("detect -o model.onnx", (("photo.jpg", "image"), ("m.onnx", "model")),
+               ("detect", "{w}/photo.jpg", "-m", "{w}/m.onnx", "-o", "{w}/m.onnx")),
+    OutputCase("detect clip.mp4 --save-video clip.mp4", (("clip.mp4", "video"),),
+               ("detect", "{w}/clip.mp4", "-m", "{model}", "--save-video", "{w}/clip.mp4", "-o", "{w}/d.jsonl")),
+    OutputCase("detect -o and --save-video one file", (("clip.mp4", "video"),),
+               ("detect", "{w}/clip.mp4", "-m", "{model}", "--save-video", "{w}/out.mp4", "-o", "{w}/out.mp4")),
+    OutputCase("detect -m typo keeps an existing -o", (("photo.jpg", "image"), ("faces.jsonl", "text")),
+               ("detect", "{w}/photo.jpg", "-m", "{w}/typo.onnx", "-o", "{w}/faces.jsonl")),
+    OutputCase("screen --db s.json --export s.json", (("A/photo.jpg", "image"), ("s.json", "db")),
+               ("screen", "{w}/A", "-m", "{model}", "--db", "{w}/s.json", "--export", "{w}/s.json", "--no-progress")),
+    OutputCase("screen --report on the db", (("A/photo.jpg", "image"), ("s.db", "db")),
+               ("screen", "{w}/A", "-m", "{model}", "--db", "{w}/s.db", "--report", "{w}/s.db", "--no-progress")),
+    OutputCase("screen --db on an archive file", (("A/clip.mp4", "video"),),
+               ("screen", "{w}/A", "-m", "{model}", "--db", "{w}/A/clip.mp4", "--no-progress")),
+    OutputCase("faces extract photos photos --overwrite",
+               (("photos/a.jpg", "image"), ("photos/crops/mine.png", "crop")),
+               ("faces", "extract", "{w}/photos", "{w}/photos", "--overwrite", "--detector-model", "{yunet}",
+                "--no-progress")),
+    OutputCase("faces extract photos photos/crops", (("photos/a.jpg", "image"), ("photos/crops/mine.png", "crop")),
+               ("faces", "extract", "{w}/photos", "{w}/photos/crops", "--overwrite", "--detector-model", "{yunet}",
+                "--no-progress")),
 )

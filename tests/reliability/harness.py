@@ -431,7 +431,10 @@ def library_settings_outcomes(model: Path, video: Path) -> list[Outcome]:
         try:
             decode_timeout_s()
         finally:
-            os.environ.pop("FFD_DECODE_TIMEOUT_S") if old is None else os.environ.__setitem__("FFD_DECODE_TIMEOUT_S", old)
+            if old is None:
+                os.environ.pop("FFD_DECODE_TIMEOUT_S")
+            else:
+                os.environ["FFD_DECODE_TIMEOUT_S"] = old
 
     cases = [
         ("ScreenSettings(every_s=nan)", lambda: screen_settings(every_s=math.nan)),
@@ -486,7 +489,8 @@ def hostile_report_rows(db: Path) -> list[str]:
                      json.dumps([{"frame": h, "t": h, "score": h, "faces": h, "box": h}]) if i % 2 else h,
                      h if i % 3 == 0 else None, h, p))
             # a row whose every field is present and well-formed except one number made huge / NaN-like text
-            con.execute("UPDATE results SET score='NaN', threshold='1e999' WHERE rowid = (SELECT MIN(rowid) FROM results)")
+            con.execute("UPDATE results SET score='NaN', threshold='1e999' "
+                        "WHERE rowid = (SELECT MIN(rowid) FROM results)")
     finally:
         con.close()
     return fields
@@ -568,21 +572,21 @@ def report_outcomes(db: Path, out: Path) -> list[Outcome]:
     """Class 8: the report of a real screening database whose rows hold HTML -- in one field at a time, then in
     every field at once -- must show it as text, with its CSP, and never fail."""
     outcomes = []
-    for field in REPORT_FIELDS:
-        one = out.with_name(f"{out.stem}_{field}.sqlite")
+    for name in REPORT_FIELDS:  # not `field`: dataclasses.field is imported here
+        one = out.with_name(f"{out.stem}_{name}.sqlite")
         src, dst = sqlite3.connect(str(db)), sqlite3.connect(str(one))
         src.backup(dst)
         src.close()
         with dst:
-            if field == "path":
+            if name == "path":
                 dst.execute("UPDATE results SET path = path || ?", (HOSTILE_FIELD,))
-            elif field == "status_text":  # a bad JSON evidence and a text threshold on an error row
+            elif name == "status_text":  # a bad JSON evidence and a text threshold on an error row
                 dst.execute("UPDATE results SET evidence = '[[[', threshold = 'x' WHERE rowid % 2 = 0")
             else:
-                dst.execute(f"UPDATE results SET {field} = ?", (HOSTILE_FIELD,))
+                dst.execute(f"UPDATE results SET {name} = ?", (HOSTILE_FIELD,))
         dst.close()
-        outcomes.append(_report_of(one, out.with_name(f"{out.stem}_{field}.html"), f"hostile {field}",
-                                   f"{field} shown as text"))
+        outcomes.append(_report_of(one, out.with_name(f"{out.stem}_{name}.html"), f"hostile {name}",
+                                   f"{name} shown as text"))
     hostile_report_rows(db)
     outcomes.append(_report_of(db, out, "hostile db rows (every field)", "every field escaped"))
     return outcomes
@@ -803,3 +807,101 @@ def soak_pipeline(video: Path, model: Path, frames: int = 1200, warmup: int = 30
                warmup=warmup, faces=st.faces, passes=src.passes, end=st.end,
                fps=round(st.frames_processed / (time.perf_counter() - t0), 1))
     return out
+
+
+# --- class 1: outputs that overwrite inputs or each other ---------------------------------------------
+def _snapshot(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file (symlinks as their target) under ``folder``."""
+    import hashlib
+
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def output_outcomes(cases, *, image: Path, video: Path, model: Path, yunet: Path, work: Path,
+                    timeout: float = 120, jobs: int = 2) -> list[Outcome]:
+    """Each :class:`corpus.OutputCase` as an ``ffd`` subprocess in a fresh folder: a clear error
+    (exit 2, one ``error:`` line) with every file of the folder as it was; any change is ``lost``."""
+    import re
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(case) -> Outcome:
+        w = work / re.sub(r"[^A-Za-z0-9]+", "_", case.name).strip("_")
+        shutil.rmtree(w, ignore_errors=True)
+        w.mkdir(parents=True)
+        for rel, what in case.setup:
+            p = w / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if what.startswith("link:"):
+                p.symlink_to(w / what[5:])
+            elif what in ("image", "crop"):
+                shutil.copy(image, p)
+            elif what == "video":
+                shutil.copy(video, p)
+            elif what == "model":
+                shutil.copy(model, p)
+            elif what == "text":
+                p.write_text('{"old": 1}\n{"old": 2}\n')
+            elif what == "db":
+                con = sqlite3.connect(p)
+                con.execute("CREATE TABLE t (x)")
+                con.execute("INSERT INTO t VALUES (42)")
+                con.commit()
+                con.close()
+        before = _snapshot(w)
+        fill = {"w": w, "model": model, "yunet": yunet}
+        run = run_ffd([str(a).format(**fill) for a in case.args], timeout=timeout)
+        res, detail = run.outcome()
+        after = _snapshot(w)
+        changed = sorted(k for k in before if after.get(k) != before[k])
+        if changed:
+            res, detail = "lost", f"changed or removed {changed[:3]} (exit {run.rc})"
+        elif res == "result":
+            detail = f"accepted (exit {run.rc}); {run.stderr.strip()[-120:]}"
+        return Outcome(case.name, "ffd (output on an input)", "error", res, detail, case.cls)
+
+    with ThreadPoolExecutor(jobs) as ex:
+        return list(ex.map(one, cases))
+
+
+def crop_name_outcomes(image: Path, yunet: Path, work: Path) -> list[Outcome]:
+    """Class 1 on success paths: ``a.jpg``, ``a.png``, ``a_jpg.jpg`` get one crop each, and
+    ``--overwrite`` keeps a file under ``OUT/crops`` that the run did not make."""
+    import shutil
+
+    import cv2
+
+    from edge.errors import FfdError
+    from edge.faces.extract import extract_faces
+
+    src, out = work / "names", work / "names_out"
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    src.mkdir(parents=True)
+    for n in ("a.jpg", "a.png", "a_jpg.jpg"):
+        cv2.imwrite(str(src / n), cv2.imread(str(image)))
+    outcomes = []
+    try:
+        extract_faces(src, out, detector_model=yunet, workers=0, progress=False, label="real")
+        rows = list(csv.DictReader((out / "manifest.csv").open()))
+        paths = [r["path"] for r in rows if r["path"]]
+        ok = len(paths) == 3 and len(set(paths)) == 3
+        outcomes.append(Outcome("a.jpg + a.png + a_jpg.jpg", "faces extract (crop names)", "result",
+                                "result" if ok else "lost", f"{len(set(paths))} crops for {len(paths)} rows", 1))
+        mine = out / "crops" / "mine" / "keep.png"
+        mine.parent.mkdir(parents=True)
+        mine.write_bytes(b"user file")
+        extract_faces(src, out, detector_model=yunet, workers=0, progress=False, label="real", overwrite=True)
+        kept = mine.is_file() and mine.read_bytes() == b"user file"
+        outcomes.append(Outcome("--overwrite with a user file in OUT/crops", "faces extract --overwrite", "result",
+                                "result" if kept else "lost", "kept" if kept else "deleted the user's file", 1))
+    except FfdError as e:
+        outcomes.append(Outcome("crop names / --overwrite", "faces extract", "result", "error", e.message, 1))
+    return outcomes
