@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ConfigError, FfdError
+from .errors import FfdError
 from .faces import Detection, FaceDetector, crop_face
 from .media import as_bgr
 from .runtime.base import Done

@@ -41,7 +41,8 @@ MARGIN_RANGE = (1.0, 4.0)       # crop side / larger side of the detector box
 MEAN_RANGE = (0.0, 1.0)         # per-channel mean of x/255
 STD_RANGE = (1e-3, 10.0)        # per-channel std of x/255: > 0, and not so small that 1/std overflows
 UNCERTAIN_BAND_RANGE = (0.0, 0.5)
-CARD_MAX_BYTES = 1 << 20        # a card is a few KB (extra holds evaluation tables); bounds what a hostile file makes us parse
+# a card is a few KB (extra holds evaluation tables); bounds what a hostile file makes us parse
+CARD_MAX_BYTES = 1 << 20
 CARD_MAX_DEPTH = 32             # JSON nesting: the card itself uses 3 levels
 CARD_MAX_NODES = 100_000        # values in the whole card (dicts, lists and scalars)
 NAME_MAX_CHARS = 200

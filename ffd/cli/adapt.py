@@ -27,14 +27,15 @@ def register(app: typer.Typer) -> None:
                                             help="Passes over the target training set.")] = 10,
         lr: Annotated[float, typer.Option("--lr", callback=option("--lr", "positive"),
                                           help="AdamW learning rate.")] = 1e-4,
-        temperature: Annotated[float, typer.Option("--temperature", callback=option("--temperature", lo=1e-3, hi=1000.0),
-                                                   help="KD temperature T.")] = 20.0,
+        temperature: Annotated[float, typer.Option(
+            "--temperature", callback=option("--temperature", lo=1e-3, hi=1000.0), help="KD temperature T.")] = 20.0,
         alpha: Annotated[float, typer.Option("--alpha", callback=option("--alpha", "probability"),
                                              help="Weight of logit KD; CE gets 1 - alpha.")] = 0.5,
         beta: Annotated[float, typer.Option("--beta", callback=option("--beta", "positive"),
                                             help="Weight of the representation transfer loss.")] = 1.0,
-        batch_size: Annotated[int, typer.Option("--batch-size", callback=option("--batch-size", lo=2, hi=4096, integer=True),
-                                                help="Mini-batch size.")] = 32,
+        batch_size: Annotated[int, typer.Option(
+            "--batch-size", callback=option("--batch-size", lo=2, hi=4096, integer=True),
+            help="Mini-batch size.")] = 32,
         val: Annotated[float, typer.Option("--val", callback=option("--val", "fraction"),
                                            help="Fraction of target groups held out to "
                                            "re-calibrate the threshold.")] = 0.2,

@@ -23,7 +23,8 @@ BatchSize = Annotated[int, typer.Option("--batch-size", "-b", callback=option("-
 Lr = Annotated[float, typer.Option("--lr", callback=option("--lr", "positive"),
                                    help="Peak learning rate (AdamW, cosine decay).")]
 ModelName = Annotated[str, typer.Option("--model", help="Registered ViT: vit_tiny_patch8, vit_mini_patch8, ...")]
-ImgSize = Annotated[Optional[int], typer.Option("--img-size", callback=option("--img-size", lo=8, hi=1024, integer=True),
+ImgSize = Annotated[Optional[int], typer.Option("--img-size",
+                                                callback=option("--img-size", lo=8, hi=1024, integer=True),
                                                 help="Input size (default: the model's).")]
 
 

@@ -85,7 +85,8 @@ def test_any_spec_field_replaced(field, value):
 def test_fields_dropped_or_added(drop, add):
     d = json.loads(json.dumps(GOOD))
     for f in drop:
-        (d.get("spec", {}) if f.startswith("spec.") and isinstance(d.get("spec"), dict) else d).pop(f.split(".")[-1], None)
+        target = d.get("spec", {}) if f.startswith("spec.") and isinstance(d.get("spec"), dict) else d
+        target.pop(f.split(".")[-1], None)
     d.update(add)
     load(json.dumps(d))
 
