@@ -18,4 +18,11 @@ Backend = Annotated[str, typer.Option(
 Workers = Annotated[int, typer.Option("--workers", "-j", callback=option("--workers", "workers"),
                                       help="Parallel worker processes (0: in-process).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+# training commands (ffd train, ffd vit)
+Epochs = Annotated[int, typer.Option("--epochs", callback=option("--epochs", "iters"),
+                                     help="Passes over the training data.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", callback=option("--batch-size", "batch_size"),
+                                        help="Faces per batch.")]
+Lr = Annotated[float, typer.Option("--lr", callback=option("--lr", "positive"),
+                                   help="Peak learning rate (AdamW, cosine decay).")]
 Device = Annotated[str, typer.Option("--device", help="torch device: auto, cpu, cuda, cuda:N.")]

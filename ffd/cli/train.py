@@ -13,7 +13,7 @@ import typer
 
 from edge.settings import option  # one range check for every numeric option (one-line errors)
 
-from .options import Device, Seed
+from .options import BatchSize, Device, Epochs, Lr, Seed
 
 def _models(pattern: str) -> str:
     from train.registry import declared_models
@@ -27,12 +27,6 @@ train_app = typer.Typer(no_args_is_help=True, help=TRAIN_HELP)
 DataOpt = Annotated[list[str], typer.Option(
     "--data", help="Dataset (repeatable): any layout train.data reads; prefix real:/fake: for a plain image folder.")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Run folder: last.pt, best.pt, history.json.")]
-Epochs = Annotated[int, typer.Option("--epochs", callback=option("--epochs", "iters"),
-                                     help="Passes over the training data.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", "-b", callback=option("--batch-size", "batch_size"),
-                                        help="Faces per batch.")]
-Lr = Annotated[float, typer.Option("--lr", callback=option("--lr", "positive"),
-                                   help="Peak learning rate (AdamW, cosine decay).")]
 Sbi = Annotated[bool, typer.Option("--sbi/--no-sbi", help="Add a self-blended pseudo-fake of every real face.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt if it exists.")]
 Val = Annotated[float, typer.Option("--val", callback=option("--val", "fraction"),

@@ -13,15 +13,9 @@ import typer
 
 from edge.settings import option  # one range check for every numeric option (one-line errors)
 
-from .options import Device, Seed
+from .options import BatchSize, Device, Epochs, Lr, Seed
 
 Data = Annotated[Path, typer.Option("--data", help="Dataset: any layout `train.data.load_samples` reads.")]
-Epochs = Annotated[int, typer.Option("--epochs", callback=option("--epochs", "iters"),
-                                     help="Passes over the training data.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", "-b", callback=option("--batch-size", "batch_size"),
-                                        help="Faces per batch.")]
-Lr = Annotated[float, typer.Option("--lr", callback=option("--lr", "positive"),
-                                   help="Peak learning rate (AdamW, cosine decay).")]
 ModelName = Annotated[str, typer.Option("--model", help="Registered ViT: vit_tiny_patch8, vit_mini_patch8, ...")]
 ImgSize = Annotated[Optional[int], typer.Option("--img-size",
                                                 callback=option("--img-size", lo=8, hi=1024, integer=True),
