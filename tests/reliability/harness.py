@@ -116,6 +116,21 @@ class Outcome:
         self.ok = judge(self.expect, self.result)
 
 
+def call_outcome(fn, accepted: str) -> tuple[str, str]:
+    """Run one library call that must refuse its input: ("error", why) for a typed error,
+    ("result", accepted) when it went through, ("crash", what) for anything else (a TypeError or
+    ValueError is exactly what must not happen)."""
+    from edge.errors import FfdError
+
+    try:
+        fn()
+        return "result", accepted
+    except FfdError as e:
+        return "error", f"{type(e).__name__}: {e}"
+    except Exception as e:  # noqa: BLE001
+        return "crash", f"{type(e).__name__}: {e}"
+
+
 def judge(expect: str, result: str) -> bool:
     if result in BAD:
         return False
@@ -281,7 +296,6 @@ def eval_image_outcomes(entries, ckpt: Path, good: Sequence[Path], work: Path) -
 def loader_outcomes(model_entries, marker: Path | None = None) -> list[Outcome]:
     """``open_runner`` for ONNX/engines (plus the engine-cache sidecar check), ``load_checkpoint``
     for checkpoints: every broken model must be a ModelError-like FfdError; nothing executes."""
-    from edge.errors import FfdError
 
     outcomes = []
     for m in model_entries:
@@ -307,13 +321,7 @@ def loader_outcomes(model_entries, marker: Path | None = None) -> list[Outcome]:
 
             calls.append(("load_checkpoint", lambda p=m.path: load_checkpoint(p)))
         for name, fn in calls:
-            try:
-                fn()
-                res, detail = "result", "loaded (should have been refused)"
-            except FfdError as ex:
-                res, detail = "error", f"{type(ex).__name__}: {ex}"
-            except Exception as ex:  # noqa: BLE001
-                res, detail = "crash", f"{type(ex).__name__}: {ex}"
+            res, detail = call_outcome(fn, "loaded (should have been refused)")
             if marker is not None and marker.exists():
                 res, detail = "crash", f"the pickle executed code: {marker} was created"
             outcomes.append(Outcome(m.name, name, "error", res, detail, m.cls))
@@ -398,7 +406,6 @@ def library_settings_outcomes(model: Path, video: Path) -> list[Outcome]:
     """The same settings refused by the library functions the CLI calls (ConfigError, before any work)."""
     import math
 
-    from edge.errors import FfdError
 
     def screen_settings(**kw):
         from edge.screen import ScreenSettings
@@ -454,13 +461,7 @@ def library_settings_outcomes(model: Path, video: Path) -> list[Outcome]:
     ]
     outcomes = []
     for name, fn in cases:
-        try:
-            fn()
-            res, detail = "result", "accepted"
-        except FfdError as e:
-            res, detail = "error", f"{type(e).__name__}: {e}"
-        except Exception as e:  # noqa: BLE001 - a TypeError or ValueError is exactly what must not happen
-            res, detail = "crash", f"{type(e).__name__}: {e}"
+        res, detail = call_outcome(fn, "accepted")
         outcomes.append(Outcome(name, "library (bad setting)", "error", res, detail, 4))
     return outcomes
 
