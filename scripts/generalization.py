@@ -89,6 +89,8 @@ def main(argv=None):
     ap.add_argument("--per-epoch", type=int, default=2500)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--runs", nargs="+", default=list(RUNS))
+    ap.add_argument("--cross-blend", type=float, default=None,
+                    help="share of cross-identity blends (default: the recipe's, train.recipes.CROSS_BLEND)")
     ap.add_argument("--out-md", default=str(ROOT / "docs" / "generalization.md"))
     ap.add_argument("--out-json", default=str(ROOT / "docs" / "generalization.json"))
     args = ap.parse_args(argv)
@@ -96,13 +98,14 @@ def main(argv=None):
     import torch
 
     from train.evaluate import evaluate_sets, format_table
-    from train.recipes import train_student
+    from train.recipes import CROSS_BLEND, train_student
     from train.sources import eval_sets, load_sources
 
     torch.set_num_threads(2)
     faces, work = Path(args.faces), Path(args.work)
     tests = eval_sets(load_sources([f"{n}={faces / n}" for n in SOURCES if (faces / n).is_dir()]), "test")
-    meta = {"size": args.size, "epochs": args.epochs, "per_epoch": args.per_epoch, "lr": args.lr,
+    cross = CROSS_BLEND if args.cross_blend is None else args.cross_blend
+    meta = {"cross_blend": cross, "size": args.size, "epochs": args.epochs, "per_epoch": args.per_epoch, "lr": args.lr,
             "test_sets": list(tests), "test_counts": {k: len(v) for k, v in tests.items()}}
     res_path = work / "results.json"
     results = json.loads(res_path.read_text()) if res_path.is_file() else {}
@@ -113,7 +116,7 @@ def main(argv=None):
         out = work / run
         train_student(run_data(run, faces), out, kd="none", model="mobilenetv2_100", pretrained=args.weights,
                       epochs=args.epochs, size=args.size, samples_per_epoch=args.per_epoch, lr=args.lr,
-                      progress=False, resume=True, device="cpu")
+                      progress=False, resume=True, device="cpu", cross_blend=cross)
         rep = evaluate_sets(out / "best.pt", tests)
         log(f"{run}:\n{format_table(rep)}")
         results[run] = {"auc": {k: float(v["frame"]["auc"]) for k, v in rep.items()},

@@ -125,3 +125,88 @@ def test_write_blends_and_cli(crops, tmp_path):
     assert len(out) == 2 and {s.label for s in out} == {1} and {s.method for s in out} == {"sbi"}
     res = CliRunner().invoke(app, ["faces", "blend", str(tmp_path / "empty"), str(tmp_path / "c")])
     assert res.exit_code != 0
+
+
+# --- cross-identity blends and part subsets ---------------------------------------------------
+def test_align_donor_puts_the_donor_face_on_the_target_landmarks(crops):
+    """A target made by a known similarity transform of the donor: aligning the donor on the
+    target's landmarks reproduces the target inside the face."""
+    from train.sbi import align_donor
+
+    img, s = crops[0]
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 12.0, 0.9)
+    m[:, 2] += (5.0, -4.0)
+    target = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    pts = np.asarray(s.dense_landmarks, np.float64)
+    tpts = pts @ m[:, :2].T + m[:, 2]
+    out = align_donor(img, pts, tpts, (h, w))
+    face = blend_mask((h, w), np.random.default_rng(0), SBIConfig(elastic_alpha=0.0, hull_scale=(1.0, 1.0)),
+                      dense_landmarks=tpts) > 0.99
+    assert face.sum() > 0.1 * h * w
+    err = np.abs(out.astype(np.int16) - target.astype(np.int16))[face].mean()
+    assert err < 3.0, err
+    # without the transform the donor is far from the target: the check above can fail
+    assert np.abs(img.astype(np.int16) - target.astype(np.int16))[face].mean() > 4 * err
+    assert align_donor(img, pts[:2], tpts[:2], (h, w)) is None  # too few points
+    assert align_donor(img, pts, tpts[:5], (h, w)) is None  # layouts differ
+
+
+def test_cross_blend_takes_the_source_from_the_donor_and_only_inside_the_mask(crops):
+    from train.sbi import align_donor
+
+    (img, s), (dimg, d) = crops[0], crops[1]
+    donor = align_donor(dimg, d.dense_landmarks, s.dense_landmarks, img.shape[:2])
+    cfg = SBIConfig(cross_p=1.0, color_p=0.0, freq_p=0.0, color_match_p=0.0, ratios=(1.0,),
+                    scale=(1.0, 1.0), translate=0.0)
+    fake, mask = self_blend(img, s.landmarks, s.dense_landmarks, rng=np.random.default_rng(3), cfg=cfg, donor=donor)
+    own, _ = self_blend(img, s.landmarks, s.dense_landmarks, rng=np.random.default_rng(3), cfg=cfg)
+    outside, inside = mask == 0, mask >= 0.999
+    np.testing.assert_array_equal(fake[outside], img[outside])
+    np.testing.assert_array_equal(fake[inside], donor[inside])  # no perturbation, ratio 1: the donor's pixels
+    assert np.abs(own.astype(np.int16) - img.astype(np.int16))[inside].mean() < 1.0  # a plain self-blend: ~ no change
+    with pytest.raises(Exception, match="donor shape"):
+        self_blend(img, s.landmarks, s.dense_landmarks, rng=np.random.default_rng(0), cfg=cfg, donor=donor[:-1])
+
+
+def test_components_blend_random_non_empty_subsets_of_parts(crops):
+    img, s = crops[0]
+    shape = img.shape[:2]
+    cfg = SBIConfig(parts_p=1.0, elastic_alpha=0.0, hull_scale=(1.0, 1.0), blur=(0.001, 0.001))
+    all_parts = blend_mask(shape, np.random.default_rng(0), SBIConfig(parts_p=0.0, elastic_alpha=0.0,
+                           hull_scale=(1.0, 1.0), blur=(0.001, 0.001)), dense_landmarks=s.dense_landmarks,
+                           variant="components") > 0.5
+    areas = []
+    for seed in range(16):
+        m = blend_mask(shape, np.random.default_rng(seed), cfg, dense_landmarks=s.dense_landmarks,
+                       variant="components") > 0.5
+        assert m.any() and not (m & ~all_parts).any()  # never empty, never outside the parts
+        areas.append(int(m.sum()))
+    assert min(areas) < 0.8 * all_parts.sum()  # some draws leave parts out
+    with pytest.raises(Exception, match="probability"):
+        SBIConfig(cross_p=1.5)
+
+
+def test_dataset_cross_blends_use_another_person(crops, tmp_path):
+    """cross_p=1: every pseudo-fake takes its source from a real of another group; with a single
+    group there is no donor and the item is an ordinary self-blend."""
+    from dataclasses import replace
+
+    from edge.spec import PreprocessSpec
+    from train.data import FaceDataset
+
+    samples = [s for _, s in crops]
+    spec = PreprocessSpec(size=96)
+    base = FaceDataset(samples, spec, sbi=SBIConfig(), seed=0)
+    cross = FaceDataset(samples, spec, sbi=SBIConfig(cross_p=1.0, color_match_p=0.0), seed=0)
+    n = len(samples)
+    for i in range(n, 2 * n):
+        a, la = base.load(i)
+        b, lb = cross.load(i)
+        assert la == lb == 1
+        assert not np.array_equal(a, b)
+        assert np.array_equal(b, cross.load(i)[0])  # seeded
+    one = [replace(s, group="same") for s in samples]
+    solo = FaceDataset(one, spec, sbi=SBIConfig(cross_p=1.0), seed=0)
+    assert solo._donor(0, solo._crop(0)[0], *solo._crop(0)[1:], np.random.default_rng(0)) is None
+    assert solo.load(n)[1] == 1

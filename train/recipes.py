@@ -30,6 +30,9 @@ from edge.spec import PreprocessSpec
 from .data.augment import ArchiveAugment
 from .data.spec import spec_for_data
 
+# share of the training pseudo-fakes that are cross-identity blends (train.sbi; measured in the README)
+CROSS_BLEND = 0.0
+
 
 def load_pooled(data, max_per_class: int | None = None, seed: int = 0) -> list:
     """Samples of ``data``, optionally capped to ``max_per_class`` per label (stable choice).
@@ -75,9 +78,11 @@ class TrainData:
 
 def build_datasets(data, spec: PreprocessSpec, *, sbi: bool = True, seed: int = 0, val: float = 0.1,
                    test: float = 0.2, max_per_class: int | None = None, augment: bool | ArchiveAugment = True,
-                   cache: bool = True) -> TrainData:
+                   cache: bool = True, cross_blend: float = 0.0) -> TrainData:
     """Sources of ``data`` -> training set (every real face of every source also self-blended when
-    ``sbi``), per-item weights balanced per source, and one validation set per source.
+    ``sbi``; a ``cross_blend`` share of those blends takes its source from another person, see
+    :mod:`train.sbi`), per-item weights balanced per source, and one validation set per source
+    (its ``sbi`` set pure self-blends).
     Raises DatasetError when there is nothing to train on or nothing to validate on."""
     from .data import FaceDataset
     from .sbi import SBIConfig
@@ -87,7 +92,7 @@ def build_datasets(data, spec: PreprocessSpec, *, sbi: bool = True, seed: int = 
     check_trainable(sources, sbi)
     warn_one_class(sources)
     masks = mask_sources(sources) if sbi else {}
-    cfg = SBIConfig() if sbi else None
+    cfg = SBIConfig(cross_p=float(cross_blend)) if sbi else None
     train_samples, source_of = [], []
     for k, src in enumerate(sources):
         train_samples += src.parts["train"]
@@ -98,13 +103,13 @@ def build_datasets(data, spec: PreprocessSpec, *, sbi: bool = True, seed: int = 
     items_source = source_of + [source_of[j] for j in train_ds._reals]
     is_sbi = [False] * n + [True] * (len(train_ds) - n)
     weights = balance_weights(items_source, train_ds.labels, is_sbi, len(sources))
-    val_sets = {name: FaceDataset(items, spec, sbi=cfg if name == "sbi" else None, seed=seed + 1, cache=cache)
+    val_sets = {name: FaceDataset(items, spec, sbi=SBIConfig() if name == "sbi" else None, seed=seed + 1, cache=cache)
                 for name, items in eval_sets(sources, "val", sbi=sbi).items()}
     if not val_sets:
         raise DatasetError("the val split is empty or holds one class in every source "
                            f"({sum(len(s.parts['val']) for s in sources)} faces)",
                            fix="add data or raise --val (model selection needs real and fake faces)")
-    summary = {"sources": {s.name: s.counts() for s in sources}, "sbi": bool(sbi),
+    summary = {"sources": {s.name: s.counts() for s in sources}, "sbi": bool(sbi), "cross_blend": float(cross_blend),
                "train_items": len(train_ds), "val_sets": {k: len(v) for k, v in val_sets.items()},
                "sbi_masks": masks}
     return TrainData(train_ds, weights, val_sets, sources, summary)
@@ -125,16 +130,17 @@ def _fit(task, data, out, spec: PreprocessSpec, *, epochs: int, batch_size: int,
          resume: bool, device: str, val: float, test: float, max_per_class: int | None, workers: int,
          config: dict, card_extra: dict, progress: bool, max_steps_per_epoch: int | None = None,
          samples_per_epoch: int | None = None, augment: bool | ArchiveAugment = True,
-         warmup_steps: int = 0) -> dict[str, Any]:
+         warmup_steps: int = 0, cross_blend: float = 0.0) -> dict[str, Any]:
     from .sources import eval_sets
     from .trainer import FitConfig, WeightedEpochSampler, fit, make_loader
 
     td = build_datasets(data, spec, sbi=sbi, seed=seed, val=val, test=test, max_per_class=max_per_class,
-                        augment=augment)
+                        augment=augment, cross_blend=cross_blend)
     _log(f"data: {json.dumps(td.summary)}")
     n_epoch = int(samples_per_epoch or len(td.train))
     config = {**config, "data": [str(d) for d in data], "epochs": epochs, "batch_size": batch_size, "lr": lr,
-              "sbi": sbi, "seed": seed, "val": val, "test": test, "max_per_class": max_per_class,
+              "sbi": sbi, "cross_blend": cross_blend, "seed": seed, "val": val, "test": test,
+              "max_per_class": max_per_class,
               "samples_per_epoch": n_epoch, "augment": repr(td.train.augment), "splits": td.summary}
     cfg = FitConfig(epochs=epochs, lr=lr, seed=seed, device=device, resume=resume, spec=spec, config=config,
                     card_extra=card_extra, progress=progress, log=_log, max_steps_per_epoch=max_steps_per_epoch,
@@ -207,7 +213,8 @@ def train_teacher(data, out, *, model: str = "teacher_dual_lite2", epochs: int =
                   device: str = "auto", val: float = 0.1, test: float = 0.2, max_per_class: int | None = None,
                   workers: int = 0, aux_weight: float = 0.5, model_kwargs: dict | None = None, progress: bool = True,
                   pretrained: bool | str | None = "auto", samples_per_epoch: int | None = None,
-                  augment: bool | ArchiveAugment = True, max_steps_per_epoch: int | None = None) -> dict[str, Any]:
+                  augment: bool | ArchiveAugment = True, max_steps_per_epoch: int | None = None,
+                  cross_blend: float = CROSS_BLEND) -> dict[str, Any]:
     """Train a (dual-branch) teacher with cross-entropy (+ per-branch auxiliary heads)."""
     from .task import ClassifierTask
 
@@ -221,7 +228,7 @@ def train_teacher(data, out, *, model: str = "teacher_dual_lite2", epochs: int =
                 config={"role": "teacher", "model": model, "init": init},
                 card_extra={"role": "teacher", "init": init}, progress=progress,
                 samples_per_epoch=samples_per_epoch, augment=augment, max_steps_per_epoch=max_steps_per_epoch,
-                warmup_steps=_warmup(init))
+                warmup_steps=_warmup(init), cross_blend=cross_blend)
 
 
 def train_student(data, out, *, kd: str = "two_in_one", teacher: str | os.PathLike | None = None,
@@ -230,7 +237,8 @@ def train_student(data, out, *, kd: str = "two_in_one", teacher: str | os.PathLi
                   val: float = 0.1, test: float = 0.2, max_per_class: int | None = None, workers: int = 0,
                   kd_weight: float = 1.0, model_kwargs: dict | None = None, progress: bool = True,
                   pretrained: bool | str | None = "auto", samples_per_epoch: int | None = None,
-                  augment: bool | ArchiveAugment = True, max_steps_per_epoch: int | None = None) -> dict[str, Any]:
+                  augment: bool | ArchiveAugment = True, max_steps_per_epoch: int | None = None,
+                  cross_blend: float = CROSS_BLEND) -> dict[str, Any]:
     """Train a student, distilled from ``teacher`` with ``kd`` (see :mod:`train.kd`).
 
     The student inherits the teacher's preprocessing spec (it must see the same crops);
@@ -263,7 +271,7 @@ def train_student(data, out, *, kd: str = "two_in_one", teacher: str | os.PathLi
                 config={"role": "student", "model": model, "kd": kd, "kd_weight": kd_weight, "init": init,
                         "teacher": str(teacher) if teacher else None}, card_extra=extra, progress=progress,
                 samples_per_epoch=samples_per_epoch, augment=augment, max_steps_per_epoch=max_steps_per_epoch,
-                warmup_steps=_warmup(init))
+                warmup_steps=_warmup(init), cross_blend=cross_blend)
 
 
 def _warmup(init: str) -> int:

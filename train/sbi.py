@@ -25,7 +25,16 @@ WebMorph template of ``london_faces`` -- :func:`self_blend` draws one variant pe
 * ``inner``: hull of brows, eyes, nose and mouth (no jaw, no cheeks);
 * ``lower``: jaw and nose, below the eyes (66/68: jaw points 1-15 and nose 28-35);
 * ``components``: the union of separate hulls of each eye with its brow, the nose and the mouth
-  (each grown or shrunk about its own centroid).
+  (each grown or shrunk about its own centroid); with ``SBIConfig.parts_p`` only a random
+  non-empty subset of them, as a part-level edit (one eye, the nose and mouth...) would be.
+
+**Cross-identity blends** (Face X-ray's idea, Li et al., CVPR 2020, written from the paper): with
+``SBIConfig.cross_p`` the training set (:class:`train.data.FaceDataset`) takes the source from
+*another* person's real face, aligned on the target's landmarks by a similarity transform
+(:func:`align_donor`) and colour-matched with ``color_match_p``; the mask, perturbations and blend
+are the same. A self-blend changes no identity; a face swap or a pasted eye from a stranger does,
+with texture, shape and lighting that do not match. Evaluation sets keep ``cross_p = 0`` (the
+``sbi`` figures stay pure self-blends).
 
 Other point sets get the hull of all their points. ``blend_mask(..., variant=None)`` builds the
 ``full`` mask; :func:`mask_polygons` gives the polygons of any variant (the tests use them).
@@ -100,11 +109,22 @@ class SBIConfig:
     mask_variants: tuple[str, ...] = MASK_VARIANTS
     mask_variant_p: tuple[float, ...] | None = (0.4, 0.2, 0.15, 0.1, 0.15)  # weights per variant; None: uniform
     extend: tuple[float, float] = (0.1, 0.3)  # "extended": brows pushed up by this x chin-to-brow height
+    # "components": probability that only a random non-empty subset of the parts (each eye with its
+    # brow, the nose, the mouth) is blended, as in part-level edits; else all of them
+    parts_p: float = 0.5
+    # cross-identity blends (Face X-ray's idea): probability that the source is *another* person's real
+    # face aligned on the target's landmarks instead of the target itself (FaceDataset picks the donor)
+    cross_p: float = 0.0
+    color_match_p: float = 0.5  # cross blends: probability of matching the donor's colour statistics first
 
     def __post_init__(self):
         unknown = [v for v in self.mask_variants if v not in MASK_VARIANTS]
         if not self.mask_variants or unknown:
             raise ConfigError(f"mask_variants must be a non-empty subset of {MASK_VARIANTS}, got {self.mask_variants}")
+        for name in ("parts_p", "cross_p", "color_match_p"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"SBIConfig.{name} is a probability in [0, 1], got {v}")
         if self.mask_variant_p is None:
             return
         p = np.asarray(self.mask_variant_p, np.float64)
@@ -234,6 +254,10 @@ def blend_mask(shape: tuple[int, int], rng: np.random.Generator, cfg: SBIConfig 
         variant = variant or "full"
         extend = rng.uniform(*cfg.extend) if variant == "extended" and len(dense_landmarks) != 189 else 0.0
         polys = mask_polygons(dense_landmarks, variant, extend)
+        if variant == "components" and len(polys) > 1 and rng.random() < cfg.parts_p:
+            keep = rng.random(len(polys)) < 0.5
+            keep[rng.integers(len(polys))] = True  # never empty
+            polys = [p for p, k in zip(polys, keep) if k]
     else:
         polys = [face_points(shape, landmarks, dense_landmarks)]
     k = rng.uniform(*cfg.hull_scale)
@@ -287,18 +311,56 @@ def _warp(img: np.ndarray, rng: np.random.Generator, cfg: SBIConfig) -> np.ndarr
     return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
+def align_donor(donor_bgr: np.ndarray, donor_points, target_points, shape: tuple[int, int]) -> np.ndarray | None:
+    """Another person's crop warped onto the target's face: the similarity transform (rotation, uniform
+    scale, shift) that maps ``donor_points`` onto ``target_points`` (the same landmark layout), applied
+    to ``donor_bgr`` at ``shape`` (h, w). None when the points do not give a transform (too few, or
+    layouts that differ)."""
+    import cv2
+
+    a, b = np.asarray(donor_points, np.float32), np.asarray(target_points, np.float32)
+    if a.ndim != 2 or a.shape != b.shape or len(a) < 3:
+        return None
+    m, _ = cv2.estimateAffinePartial2D(a.reshape(-1, 1, 2), b.reshape(-1, 1, 2), method=cv2.LMEDS)
+    if m is None or not np.isfinite(m).all():
+        return None
+    return cv2.warpAffine(donor_bgr, m, (shape[1], shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def _match_color(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+    """``src`` with the per-channel mean and spread of ``tgt`` in Lab (Reinhard's colour transfer)."""
+    import cv2
+
+    s = cv2.cvtColor(src, cv2.COLOR_BGR2LAB).astype(np.float32)
+    t = cv2.cvtColor(tgt, cv2.COLOR_BGR2LAB).astype(np.float32)
+    sm, ss = s.reshape(-1, 3).mean(0), s.reshape(-1, 3).std(0) + 1e-3
+    tm, ts = t.reshape(-1, 3).mean(0), t.reshape(-1, 3).std(0) + 1e-3
+    out = (s - sm) * (ts / ss) + tm
+    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+
 def self_blend(crop_bgr: np.ndarray, landmarks=None, dense_landmarks=None, *, rng: np.random.Generator,
-               cfg: SBIConfig = SBIConfig()) -> tuple[np.ndarray, np.ndarray]:
+               cfg: SBIConfig = SBIConfig(), donor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One real crop (uint8 BGR, landmarks in its pixels) -> (pseudo-fake uint8 BGR, mask float32 HxW).
 
     The mask is the final one (deformed, blurred, times the blend ratio), so
     ``fake == mask * source' + (1 - mask) * crop`` and ``fake[mask == 0] == crop[mask == 0]``.
+    ``donor``: a cross-identity blend -- another person's face already aligned on this crop
+    (:func:`align_donor`, same shape) is the source instead of the crop itself; it gets the same
+    perturbations (after a colour match to the crop with ``cfg.color_match_p``).
     Same ``rng`` state -> same output.
     """
     from edge.media import as_bgr
 
     tgt = as_bgr(crop_bgr)
     src = tgt
+    if donor is not None:
+        src = as_bgr(donor)
+        if src.shape != tgt.shape:
+            raise ConfigError(f"donor shape {src.shape} differs from the crop's {tgt.shape}",
+                              fix="align the donor with align_donor(..., shape=crop.shape[:2])")
+        if rng.random() < cfg.color_match_p:
+            src = _match_color(src, tgt)
     if rng.random() < cfg.color_p:
         src = _color(src, rng, cfg)
     if rng.random() < cfg.freq_p:

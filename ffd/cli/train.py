@@ -44,6 +44,10 @@ Pretrained = Annotated[str, typer.Option(
 PerEpoch = Annotated[Optional[int], typer.Option(
     "--samples-per-epoch", callback=option("--samples-per-epoch", "count"),
     help="Faces drawn per epoch (balanced per source; default: the training set size).")]
+CrossBlend = Annotated[Optional[float], typer.Option(
+    "--cross-blend", callback=option("--cross-blend", "probability"),
+    help="Share of the self-blends whose source is another person's aligned face (Face X-ray style); "
+         "default: the recipe's.")]
 MaxSteps = Annotated[Optional[int], typer.Option("--max-steps", callback=option("--max-steps", "iters"),
                                                  help="Cap steps per epoch (smoke runs).")]
 
@@ -56,7 +60,8 @@ def teacher(data: DataOpt, out: Out,
             size: Annotated[int, typer.Option("--size", min=32, help="Input side in pixels (multiple of 32).")] = 128,
             sbi: Sbi = True, seed: Seed = 0, resume: Resume = False, device: Device = "auto", val: Val = 0.1,
             test: Test = 0.2, max_per_class: MaxPerClass = None, workers: Workers = 0, progress: Progress = True,
-            pretrained: Pretrained = "auto", samples_per_epoch: PerEpoch = None, max_steps: MaxSteps = None):
+            pretrained: Pretrained = "auto", samples_per_epoch: PerEpoch = None, max_steps: MaxSteps = None,
+            cross_blend: CrossBlend = None):
     """Train the dual-branch (spatial + frequency) teacher; each --data is a source, validated and reported on
     its own."""
     from train.recipes import train_teacher
@@ -64,7 +69,8 @@ def teacher(data: DataOpt, out: Out,
     res = train_teacher(data, out, model=model, epochs=epochs, batch_size=batch_size, lr=lr, size=size, sbi=sbi,
                         seed=seed, resume=resume, device=device, val=val, test=test, max_per_class=max_per_class,
                         workers=workers, progress=progress, pretrained=pretrained,
-                        samples_per_epoch=samples_per_epoch, max_steps_per_epoch=max_steps)
+                        samples_per_epoch=samples_per_epoch, max_steps_per_epoch=max_steps,
+                        **({} if cross_blend is None else {"cross_blend": cross_blend}))
     typer.echo(f"{res['best']}: best val AUC {res['best_auc']:.4f} (mean over sources; epoch {res['best_epoch']})")
 
 
@@ -84,14 +90,16 @@ def student(data: DataOpt, out: Out,
                 "--size", min=32, help="Input side (default: the teacher's).")] = None,
             sbi: Sbi = True, seed: Seed = 0, resume: Resume = False, device: Device = "auto", val: Val = 0.1,
             test: Test = 0.2, max_per_class: MaxPerClass = None, workers: Workers = 0, progress: Progress = True,
-            pretrained: Pretrained = "auto", samples_per_epoch: PerEpoch = None, max_steps: MaxSteps = None):
+            pretrained: Pretrained = "auto", samples_per_epoch: PerEpoch = None, max_steps: MaxSteps = None,
+            cross_blend: CrossBlend = None):
     """Train a single-branch student, distilled from a teacher (two-in-one KD by default)."""
     from train.recipes import train_student
 
     res = train_student(data, out, kd=kd, teacher=teacher, model=model, kd_weight=kd_weight, epochs=epochs,
                         batch_size=batch_size, lr=lr, size=size, sbi=sbi, seed=seed, resume=resume, device=device,
                         val=val, test=test, max_per_class=max_per_class, workers=workers, progress=progress,
-                        pretrained=pretrained, samples_per_epoch=samples_per_epoch, max_steps_per_epoch=max_steps)
+                        pretrained=pretrained, samples_per_epoch=samples_per_epoch, max_steps_per_epoch=max_steps,
+                        **({} if cross_blend is None else {"cross_blend": cross_blend}))
     typer.echo(f"{res['best']}: best val AUC {res['best_auc']:.4f} (mean over sources; epoch {res['best_epoch']})")
 
 

@@ -8,7 +8,9 @@ size with :func:`edge.spec.resize_crop` (landmarks follow), blended at that size
 cores), lightly augmented when ``augment`` and normalised with :func:`edge.spec.preprocess`, the
 one path shared with calibration and the runtime. Randomness is drawn from
 ``np.random.default_rng([seed, epoch, index])`` so a run reproduces exactly; call
-``set_epoch(e)`` each epoch to get new blends.
+``set_epoch(e)`` each epoch to get new blends. With ``SBIConfig.cross_p > 0`` a share of the
+pseudo-fakes are cross-identity blends: the source is another person's real crop aligned on the
+landmarks (:meth:`FaceDataset._donor`, :func:`train.sbi.align_donor`).
 """
 from __future__ import annotations
 
@@ -111,14 +113,39 @@ class FaceDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         label = s.label
         if index >= n:
+            donor = self._donor(j, img, sx, sy, rng) if self.sbi.cross_p > 0 and rng.random() < self.sbi.cross_p \
+                else None
             img, _ = self_blend(img, _scaled(s.landmarks, sx, sy), _scaled(s.dense_landmarks, sx, sy),
-                                rng=rng, cfg=self.sbi)
+                                rng=rng, cfg=self.sbi, donor=donor)
             label = FAKE
         if isinstance(self.augment, ArchiveAugment):
             img = self.augment(img, rng)
         elif self.augment:
             img = augment_crop(img, rng)
         return img, label
+
+    def _donor(self, j: int, img: np.ndarray, sx: float, sy: float, rng: np.random.Generator,
+               tries: int = 8) -> np.ndarray | None:
+        """A cross-identity source for real sample ``j``: another person's real crop (a different
+        ``group``) aligned on ``j``'s landmarks (dense when both have the same layout, else the 5
+        detector points); None when ``tries`` draws find none (the blend is then a self-blend)."""
+        from ..sbi import align_donor
+
+        s = self.samples[j]
+        for _ in range(tries):
+            k = self._reals[int(rng.integers(len(self._reals)))]
+            d = self.samples[k]
+            if k == j or d.group == s.group:
+                continue
+            pts = [(a, b) for a, b in ((d.dense_landmarks, s.dense_landmarks), (d.landmarks, s.landmarks))
+                   if a is not None and b is not None and len(a) == len(b)]
+            if not pts:
+                continue
+            dimg, dx, dy = self._crop(k)
+            out = align_donor(dimg, _scaled(pts[0][0], dx, dy), _scaled(pts[0][1], sx, sy), img.shape[:2])
+            if out is not None:
+                return out
+        return None
 
     def _crop(self, j: int) -> tuple[np.ndarray, float, float]:
         """Sample ``j``'s crop resized to the spec (and the x/y scale from the file's pixels)."""
