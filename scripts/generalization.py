@@ -71,7 +71,8 @@ def write(results: dict, meta: dict, md: Path, js: Path) -> None:
              f"{meta['size']} px, {meta['epochs']} epochs x {meta['per_epoch']} faces drawn per epoch "
              "(class balance per "
              f"source), lr {meta['lr']}, batch 32, CPU (2 cores); best epoch by the mean of the per-source validation "
-             "AUCs of the sources it trains on.", "",
+             f"AUCs of the sources it trains on; cross-identity blends {meta.get('cross_blend', 0)} of the "
+             "self-blends. One seed; train times on a shared machine.", "",
              f"Test sets (never trained on): {json.dumps(meta['test_counts'])}. Bold: target of issue 13 met.", "",
              "| trained on | " + " | ".join(f"{s} frame AUC" for s in sets) + " | video AUC (" + ", ".join(sets)
              + ") | train time |", "|---|" + "---|" * (len(sets) + 2), *rows, ""]
