@@ -34,20 +34,25 @@ def detect_paths(paths: Iterable[str | os.PathLike], model: str | os.PathLike | 
     """Images/folders -> one record per face: ``{file, face, box, det_score, score, label}``.
 
     A file without faces gives ``{file, face: None, faces: 0}``; an unreadable one
-    ``{file, face: None, error, error_type}``. Files are read and classified ``batch_size``
-    images at a time, records come out in input order.
+    ``{file, face: None, error, error_type}``; a file inside a folder that is not scored (a video, an
+    unsupported extension, a symlink loop: :func:`edge.inputs.list_inputs`) ``{file, face: None,
+    skipped: reason}``. Files are read and classified ``batch_size`` images at a time, records come
+    out in input order (each folder's skipped files after its images).
     """
-    from .media import iter_image_files, read_image
+    from .media import read_image
 
     own = not isinstance(model, ForgeryDetector)
     det = (ForgeryDetector(model, backend, detector_model=detector_model, batch_size=batch_size, max_faces=max_faces,
                            **runner_kw) if own else model)
     try:
-        files = iter_image_files(paths)
+        files = _image_inputs(paths)
         while True:
-            chunk, frames, errors = [], [], {}
-            for f in files:
+            chunk, frames, errors, skipped = [], [], {}, {}
+            for f, why in files:
                 chunk.append(f)
+                if why is not None:
+                    skipped[len(chunk) - 1] = why
+                    continue
                 try:
                     frames.append(read_image(f))
                 except FfdError as e:
@@ -58,6 +63,9 @@ def detect_paths(paths: Iterable[str | os.PathLike], model: str | os.PathLike | 
                 return
             results = iter(det.process_batch(frames))
             for i, f in enumerate(chunk):
+                if i in skipped:
+                    yield {"file": str(f), "face": None, "skipped": skipped[i]}
+                    continue
                 if i in errors:
                     e = errors[i]
                     yield {"file": str(f), "face": None, "error": e.message, "error_type": type(e).__name__}
@@ -70,6 +78,26 @@ def detect_paths(paths: Iterable[str | os.PathLike], model: str | os.PathLike | 
     finally:
         if own:
             det.close()
+
+
+def _image_inputs(paths: Iterable[str | os.PathLike]) -> Iterator[tuple]:
+    """``(path, None)`` per image to score, ``(path, reason)`` per file of a folder that is not scored;
+    a file given by name is always read (an unreadable one becomes an error record)."""
+    from pathlib import Path
+
+    from .inputs import list_inputs
+
+    for p in map(Path, paths):
+        try:
+            is_dir = p.is_dir()
+        except OSError:  # a name too long: read_image says so, as a record
+            is_dir = False
+        if not is_dir:
+            yield p, None
+            continue
+        listing = list_inputs([p], videos=False)
+        yield from ((f, None) for f, _ in listing.files)
+        yield from listing.skipped
 
 
 # --- videos, cameras and streams ------------------------------------------------------------
@@ -129,13 +157,29 @@ def detect_stream(source: str | int | Source, model, *, backend: str = "auto", d
             fd.close()
 
 
-def source_kind(src: str) -> str:
-    """``images`` (an image file or a folder) | ``video`` | ``camera`` (a URI or a device)."""
+def classify_source(src: str | int | os.PathLike) -> tuple[str, str | int]:
+    """``(kind, target)``: ``kind`` as :func:`source_kind`, ``target`` what to open (the local path of a
+    ``file://`` URI, else ``src``). :func:`edge.sources.parse_uri` decides, the classifier of ``open_source``:
+    ``ffd detect`` and ``open_source`` never disagree about what a source is."""
     from .media import is_video
+    from .stream.sources import parse_uri
 
-    if "://" in src or src.startswith("/dev/video") or src.isdigit() or "!" in src:  # "!": a GStreamer pipeline
-        return "camera"
-    return "video" if is_video(src) else "images"
+    try:
+        p = parse_uri(src)
+    except OSError:  # a name too long to stat: read as a file, which records why it cannot be read
+        return "images", src
+    if p.live:
+        return "camera", src
+    if p.kind == "file":  # a file given by name without a video extension is read as an image (an error record)
+        return ("video" if is_video(p.target) else "images"), p.target
+    return "images", p.target  # an image or a folder
+
+
+def source_kind(src: str | int | os.PathLike) -> str:
+    """``images`` (an image file or a folder) | ``video`` (a file, also as ``file://``) | ``camera`` (a device,
+    a stream or a GStreamer pipeline), as :func:`edge.sources.parse_uri` classifies it; an unknown URI scheme
+    is a :class:`~edge.stream.sources.SourceError`."""
+    return classify_source(src)[0]
 
 
 @dataclass
@@ -146,9 +190,12 @@ class DetectSummary:
     fake: int = 0
     no_face: int = 0  # images without a face
     errors: int = 0  # unreadable images
+    skipped: int = 0  # files of a folder that are not scored (videos, other extensions, ...), with a reason
 
     def add(self, rec: dict) -> None:
-        if "error" in rec:
+        if "skipped" in rec:
+            self.skipped += 1
+        elif "error" in rec:
             self.errors += 1
         elif "score" not in rec:
             self.no_face += 1
@@ -158,13 +205,13 @@ class DetectSummary:
 
     def __str__(self) -> str:
         return (f"{self.faces} faces ({self.fake} fake), {self.no_face} files without a face, "
-                f"{self.errors} unreadable files")
+                f"{self.errors} unreadable files, {self.skipped} files skipped (not images: see their records)")
 
 
 def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str | os.PathLike | None = None, *,
                    backend: str = "auto", detector_model: str | os.PathLike | None = None, batch_size: int = 32,
                    max_faces: int | None = None, threads: int | None = None,
-                   log: Callable[[str], None] | None = None,
+                   log: Callable[[str], None] | None = None, connect_timeout_s: float | None = None,
                    **video_kw) -> DetectSummary:
     """The library function behind ``ffd detect``: JSON lines for every face of every source.
 
@@ -176,11 +223,13 @@ def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str
     to ``log`` and a source error is raised as :class:`SourceError` once its records are
     written. ``threads``: ONNX Runtime intra-op threads (dropped when ``auto`` runs TensorRT,
     refused with ``backend="trt"``: see :func:`edge.runtime.route_options`). Records go to
-    ``output`` (default: stdout).
+    ``output`` (default: stdout). ``connect_timeout_s``: the overall deadline to open a camera or
+    stream (default ``FFD_CONNECT_TIMEOUT_S`` or 15 s), then a :class:`SourceError`.
     """
-    from .settings import check
+    from .settings import check, connect_timeout_s as connect_timeout
 
     threads = check("threads", threads)  # before any source or output is opened
+    source_kw = {"connect_timeout_s": connect_timeout(connect_timeout_s)}
     check_outputs([*sources, model, detector_model], {"-o/--output": output,
                                                       "--save-video": video_kw.get("video_out")})
     batch_size, max_faces = check("batch_size", batch_size, allow_none=False), check("max_faces", max_faces)
@@ -188,9 +237,10 @@ def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str
         from .faces.detector import check_yunet_model, find_yunet_model
 
         check_yunet_model(find_yunet_model(detector_model))
-    by_kind: dict[str, list[str]] = {}
+    by_kind: dict[str, list] = {}
     for s in sources:
-        by_kind.setdefault(source_kind(s), []).append(s)
+        kind, target = classify_source(s)
+        by_kind.setdefault(kind, []).append(target)
     runner_kw = {"intra_op_threads": threads} if threads else {}  # routed by open_runner
     stream_side = video_kw.pop("det_max_side", None) or DEFAULT_DET_MAX_SIDE
 
@@ -204,9 +254,12 @@ def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str
                 fd.det_max_side = stream_side
                 for src in srcs:
                     stats = DetectStats()
-                    yield from detect_stream(src, fd, stats=stats, batch_size=batch_size, **video_kw)
+                    yield from detect_stream(src, fd, stats=stats, batch_size=batch_size, source_kw=source_kw,
+                                             **video_kw)
                     if log is not None:
-                        log(f"{src}: {stats.summary()}")
+                        from .inputs import printable
+
+                        log(f"{printable(src)}: {stats.summary()}")
                     if stats.error:
                         raise SourceError(stats.error, path=src)
 
@@ -217,11 +270,16 @@ def detect_sources(sources: Sequence[str], model: str | os.PathLike, output: str
     out = open(tmp, "w") if tmp is not None else sys.stdout
     recs = records()
     wrote = False
+    from .signals import Interrupted
+
     try:
         for rec in recs:
             out.write(json.dumps(rec) + "\n")
             wrote = True
             summary.add(rec)
+    except Interrupted as e:  # Ctrl-C is how a camera run ends: the records so far are kept (-o renamed)
+        e.add_note(f"{summary}" + (f" -> {output}" if output else ""))
+        raise
     finally:
         try:
             recs.close()  # closes the detector now, also when writing failed

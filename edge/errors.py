@@ -3,18 +3,22 @@
 Every error a user can cause (a bad file, a missing model, a version mismatch, an option
 out of range, a diverging training run) is an :class:`FfdError` that carries *what* went
 wrong, *which file*, and *how to fix it*. The CLI prints it as one line,
-``error: <message> (<path>); fix: <hint>``, and exits with its ``exit_code``; anything else
-is an internal bug: ``internal error: ...``, exit 1. ``--debug`` shows the traceback.
+``error: <message> (<path>); fix: <hint>``, and exits with its ``exit_code`` (3, :data:`EXIT_USER_ERROR`:
+distinct from Click's usage-error code 2, so a script can tell "bad option syntax" from "bad
+file, model or value"); anything else is an internal bug: ``internal error: ...``, exit 1.
+``--debug`` shows the traceback. The exit codes of ``ffd`` are listed in :mod:`ffd.cli`.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+EXIT_USER_ERROR = 3  # an FfdError: a file, model, value or environment the user can fix (2 is Click's usage error)
+
 
 class FfdError(Exception):
     """Base class of errors a user can fix; ``fix`` says how."""
 
-    exit_code = 2
+    exit_code = EXIT_USER_ERROR
 
     def __init__(self, message: str, *, fix: str | None = None, path: str | Path | None = None):
         super().__init__(message)
@@ -22,17 +26,37 @@ class FfdError(Exception):
         self.fix = fix
         self.path = None if path is None else str(path)
 
+    # transient: caused by this run's resources or deadlines (a decode timeout, memory), not by the file
+    # itself; a screening run retries such a file next time instead of keeping its error row as final
+    transient = False
+
     def __str__(self) -> str:
         s = self.message
         if self.path and self.path not in s:
             s = f"{s} ({self.path})"
         if self.fix:
             s = f"{s}; fix: {self.fix}"
-        return s
+        # one line fit for a terminal: a file name's control characters (ESC sequences, newlines) and
+        # undecodable bytes are escaped (edge.inputs.printable)
+        from .inputs import printable
+
+        return printable(s)
 
 
 class InputError(FfdError):
     """A media file or folder cannot be read (missing, corrupt, truncated, not media)."""
+
+
+class DecodeTimeoutError(InputError):
+    """Decoding one file took longer than the per-file budget (``FFD_DECODE_TIMEOUT_S``): retried next run."""
+
+    transient = True
+
+
+class OutOfMemoryError(InputError):
+    """An allocation failed while decoding or scoring one file: retried next run, never a result."""
+
+    transient = True
 
 
 class ConfigError(FfdError):

@@ -59,7 +59,9 @@ RANGES: dict[str, Range] = {
     "max_faces": Range(1, 1000, True),                            # faces kept per frame
     "det_max_side": Range(64, 8192, True),                        # detector input, longer side (px)
     "decode_timeout_s": Range(1e-6, 7 * 86_400.0),                # FFD_DECODE_TIMEOUT_S: per-file budget
+    "max_image_pixels": Range(1, 1 << 36, True),                  # FFD_MAX_IMAGE_PIXELS: decode budget (px)
     "timeout_s": Range(1e-3, 7 * 86_400.0),                       # other deadlines in seconds
+    "connect_timeout_s": Range(0.1, 86_400.0),                    # --connect-timeout, FFD_CONNECT_TIMEOUT_S
     "probability": Range(0.0, 1.0),                               # thresholds, fractions, rates in [0, 1]
     "fraction": Range(0.0, 0.9),                                  # held-out fractions (val/test)
     "iters": Range(1, 10**7, True),                               # timed calls / steps / epochs
@@ -138,7 +140,7 @@ def env_number(var: str, default: float, range_name: str | None = None, *, lo: f
 
 def option(name: str, range_name: str | None = None, *, lo: float | None = None, hi: float | None = None,
            integer: bool | None = None) -> Callable[[Any], Any]:
-    """A typer/click option callback that checks the option's value(s) with :func:`check` (one line, exit 2).
+    """A typer/click option callback that checks the option's value(s) with :func:`check` (one line, exit 3).
 
     ``typer.Option("--threads", callback=option("--threads", "threads"))``; repeated options
     (lists) are checked item by item.
@@ -157,10 +159,23 @@ def option(name: str, range_name: str | None = None, *, lo: float | None = None,
     return callback
 
 
+DEFAULT_CONNECT_TIMEOUT_S = 15.0  # one overall deadline to reach a stream or a Ray cluster
+
 # numeric environment variables ffd reads: name -> (range, default); checked by the CLI at start-up
 ENV_NUMBERS: dict[str, tuple[str, float]] = {
     "FFD_DECODE_TIMEOUT_S": ("decode_timeout_s", 300.0),
+    "FFD_MAX_IMAGE_PIXELS": ("max_image_pixels", float(1 << 27)),
+    "FFD_CONNECT_TIMEOUT_S": ("connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S),
 }
+
+
+def connect_timeout_s(value: float | None = None, name: str = "connect_timeout_s") -> float:
+    """The overall deadline (seconds) to reach a network stream or a Ray cluster: ``value`` when given
+    (checked, named ``name``), else ``FFD_CONNECT_TIMEOUT_S``, else :data:`DEFAULT_CONNECT_TIMEOUT_S`.
+    After it, the open fails with one clear error instead of retrying on."""
+    if value is not None:
+        return check(name, value, *RANGES["connect_timeout_s"], allow_none=False)
+    return float(env_number("FFD_CONNECT_TIMEOUT_S", DEFAULT_CONNECT_TIMEOUT_S, "connect_timeout_s"))
 
 
 def check_environment() -> None:

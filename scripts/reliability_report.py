@@ -5,12 +5,15 @@
         [--kills K] [--seed S] [--quick]
 
 Generates the corpus of ``tests/reliability/corpus.py`` (media, broken models and, per class of
-issue 15, hostile cards/models/checkpoints (2), bad settings (4) and hostile report rows (8)) in a
+issue 15, odd media and names (3), hostile cards/models/checkpoints (2), bad settings (4), failures
+recorded as results (5) and hostile report rows (8)) in a
 temporary folder, then runs ``ffd faces extract``, ``ffd detect`` (images via the CLI, videos via the
 pipeline), ``ffd screen`` (+ HTML report), ``ffd eval`` (per bad image on a folder dataset and
 on the corpus extraction), the loaders (``open_runner``, the engine-cache sidecar check,
 ``load_checkpoint``) and the CLI with each broken model; SIGKILLs ``ffd screen`` at seeded
-random points and resumes it; soaks the detector and the video pipeline and reports the RSS
+random points and resumes it; points ``ffd detect`` and ``ffd screen --ray`` at loopback servers
+that accept and never answer (6); sends SIGTERM and Ctrl-C's SIGINT to ``ffd screen -j 2`` and
+``ffd faces extract -j 2`` and resumes them (7); soaks the detector and the video pipeline and reports the RSS
 drift. Prints a table, the counts per class (1..8) and the totals (inputs tried, clear errors,
 correct results, crashes, rows lost, RSS drift) and writes them as JSON. Exit status 1 if
 anything crashed, hung, was lost or came out wrong. Needs ``../shared`` (london_faces and the YuNet model).
@@ -128,6 +131,18 @@ def main() -> int:
             OUTPUT_CASES, image=faces[0], video=face_video, model=model, yunet=yunet, work=work / "outputs"))
         outcomes += step("crop names and --overwrite (class 1)", lambda: H.crop_name_outcomes(
             faces[0], yunet, work / "outputs"))
+        shutil.rmtree(work / "names", ignore_errors=True)
+        outcomes += step("file names on the terminal (class 3)", lambda: H.terminal_name_outcomes(
+            work / "names", model))
+        run_arch = work / "run_errors" / "archive"
+        shutil.rmtree(work / "run_errors", ignore_errors=True)
+        run_arch.mkdir(parents=True)
+        for e in entries:
+            if e.name in ("face.jpg", "rgba.png", "face.mp4", "face.mkv"):
+                shutil.copy(e.path, run_arch / e.name)
+        outcomes += step("failures recorded as results (class 5)", lambda: H.run_error_outcomes(
+            run_arch, model, make_tiny_onnx(work / "tiny_other_weights.onnx", weight=-4.0),
+            work / "hostile_models" / "classifier_as_detector.onnx", yunet, work / "run_errors"))
 
         # crash-resume
         arch = work / "kill_archive"
@@ -150,6 +165,19 @@ def main() -> int:
         resume = {"files": kr["files"], "kills": kr["kills"], "rows_lost": kr["rows_lost"],
                   "one_row_per_file": one_row_each, "integrity_ok": kr["integrity_ok"],
                   "final_rc": final["rc"], "runs": kr["runs"]}
+
+        # class 6: servers that accept and never answer, addresses where nothing listens (2 s deadline)
+        outcomes += step("streams that never answer (class 6)", lambda: H.stream_outcomes(
+            model, faces[0], work / "streams"))
+        # class 7: SIGTERM / Ctrl-C during screen -j 2 and extract -j 2, then the re-runs
+        sig_arch = work / "signal_archive"
+        shutil.rmtree(sig_arch, ignore_errors=True)
+        sig_arch.mkdir()
+        for i in range(12):
+            write_face_video(sig_arch / f"v{i:02d}.mp4", faces[i % 8:i % 8 + 2], n_frames=24, fps=12, size=(480, 360))
+        shutil.rmtree(work / "signals", ignore_errors=True)
+        outcomes += step("SIGTERM and SIGINT (class 7)", lambda: H.signal_outcomes(
+            sig_arch, model, work / "signals", yunet=yunet))
 
         # soak
         loop = write_face_video(work / "loop.mp4", faces[:4], n_frames=100, size=(320, 240))

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install ffd-edge with the extras for training, calibration, scale-out and tests.
+# Create .venv and install ffd-edge with the extras for training, calibration, scale-out, PyAV (real-codec
+# test clips) and tests.
 # torch is pinned to 2.13.0 (the CPU wheel on this machine); TensorRT/pycuda ([gpu]) are for GPU hosts only.
 set -euo pipefail
 cd "$(dirname "$0")/.."

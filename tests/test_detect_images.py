@@ -34,7 +34,9 @@ def test_detect_paths_records(tmp_path, image_folder, yunet_model):
     recs = list(detect_paths([image_folder, tmp_path / "missing.jpg"], model, detector_model=yunet_model,
                              batch_size=2))
     files = [r["file"] for r in recs]
-    assert not any(f.endswith("notes.txt") for f in files)
+    # a file of a folder that is not scored is listed with its reason (issue 15 class 3), never silently left out
+    notes = [r for r in recs if r["file"].endswith("notes.txt")]
+    assert notes == [{"file": str(image_folder / "notes.txt"), "face": None, "skipped": "unsupported extension"}]
     faces = [r for r in recs if r.get("face") is not None]
     assert len({r["file"] for r in faces}) == 4  # 3 + 1 in a subfolder
     for r in faces:
@@ -63,5 +65,5 @@ def test_cli_detect_errors_are_one_line(tmp_path, image_folder):
     bare = make_tiny_onnx(tmp_path / "bare.onnx", card=False)
     p = subprocess.run([sys.executable, "-m", "ffd", "detect", str(image_folder), "--model", str(bare)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2 and p.stderr.startswith("error:") and "ffd export" in p.stderr
+    assert p.returncode == 3 and p.stderr.startswith("error:") and "ffd export" in p.stderr
     assert "Traceback" not in p.stderr

@@ -172,12 +172,12 @@ def test_cli_help_and_no_tensorrt_error(tiny_onnx, tmp_path):
     assert r.returncode != 0 and "--min-batch" in r.stderr
     r = subprocess.run([sys.executable, "-m", "ffd", "build-engine", str(tmp_path / "missing.onnx")],
                        capture_output=True, text=True)
-    assert r.returncode == 2 and "not found" in r.stderr
+    assert r.returncode == 3 and "not found" in r.stderr
     if HAS_TRT:
         pytest.skip("TensorRT is installed here; the no-TensorRT error path cannot be shown")
     r = subprocess.run([sys.executable, "-m", "ffd", "build-engine", str(tiny_onnx)], capture_output=True, text=True)
     lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert r.returncode == 3 and len(lines) == 1, r.stderr
     assert "tensorrt" in lines[0] and "ffd-edge[gpu]" in lines[0] and "JetPack" in lines[0]
 
 

@@ -220,7 +220,7 @@ def test_cli_errors_are_one_line(tmp_path, london_neutral):
     env = {k: v for k, v in os.environ.items() if k != "FFD_YUNET_MODEL"}
     r = _ffd("faces", "extract", london_neutral[0], tmp_path / "o", "--detector-model", tmp_path / "none.onnx",
              env=env)
-    assert r.returncode == 2 and "--detector-model" in r.stderr and "FFD_YUNET_MODEL" in r.stderr
+    assert r.returncode == 3 and "--detector-model" in r.stderr and "FFD_YUNET_MODEL" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     r = _ffd("faces", "extract", london_neutral[0], tmp_path / "o", "--frames", 3, "--every", 2)
-    assert r.returncode == 2 and "--every" in r.stderr
+    assert r.returncode == 3 and "--every" in r.stderr

@@ -164,7 +164,7 @@ def test_forgery_detector_with_trt_gets_the_tensorrt_error_not_a_type_error(tiny
 def test_cli_detect_backend_trt_on_onnx_is_the_one_line_tensorrt_error(tiny_onnx, tmp_path):
     p = _ffd_detect(tmp_path, tiny_onnx, "--backend", "trt")
     lines = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert p.returncode == 3 and len(lines) == 1, p.stderr
     assert lines[0].startswith("error: ") and "tensorrt" in lines[0] and "ffd-edge[gpu]" in lines[0], p.stderr
     assert "TypeError" not in p.stderr and "internal error" not in p.stderr
 
@@ -173,6 +173,6 @@ def test_cli_detect_threads_with_backend_trt_is_refused_in_one_line(tiny_onnx, t
     """--threads is ONNX Runtime's: with --backend trt the user asked for both, so say so (before any build)."""
     p = _ffd_detect(tmp_path, tiny_onnx, "--backend", "trt", "--threads", "2")
     lines = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert p.returncode == 3 and len(lines) == 1, p.stderr
     assert lines[0].startswith("error: ") and "intra_op_threads" in lines[0] and "--threads" in lines[0], p.stderr
     assert "TypeError" not in p.stderr and not tiny_onnx.with_suffix(".engine").exists()

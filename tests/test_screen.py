@@ -144,7 +144,7 @@ def test_unwritable_db_location_is_a_clear_error(archive, model, tmp_path):
     p = subprocess.run([sys.executable, "-m", "ffd", "screen", str(archive / "a.mp4"), "--model", str(model),
                         "--db", str(blocker / "r.sqlite"), "--no-progress", "--workers", "0"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2 and p.stderr.startswith("error:") and "Traceback" not in p.stderr
+    assert p.returncode == 3 and p.stderr.startswith("error:") and "Traceback" not in p.stderr
 
 
 def test_kill_and_resume(tmp_path, london_neutral, model, yunet_model):

@@ -40,14 +40,14 @@ import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..errors import ConfigError, FfdError, InputError
-from ..media import VideoReader, is_image, is_video, read_image
+from ..errors import ConfigError, FfdError, InputError, ModelError
+from ..media import VideoReader, is_video, read_image
 from ..outputs import atomic_write_text
 from ..spec import PreprocessSpec
 from .crop import crop_face, transform_points
@@ -57,6 +57,7 @@ from .landmarks import LandmarkModel, LandmarkWarning
 MANIFEST = "manifest.csv"
 SPEC_FILE = "spec.json"
 LANDMARKS_FILE = "landmarks.json"
+SKIPPED_FILE = "skipped.csv"  # path,reason of every file under SRC that is not extracted (this run's listing)
 CROPS = "crops"
 MANIFEST_COLUMNS = ("path", "label", "method", "group", "source", "frame", "time_s", "face_index", "box",
                     "landmarks", "dense_landmarks", "det_score", "error", "split")
@@ -73,7 +74,9 @@ _FAKE_DIRS = {"fake", "celeb-synthesis"}
 
 @dataclass
 class ExtractSummary:
-    """Counts of one run: ``files`` processed now, ``skipped`` already done, ``ignored`` not media."""
+    """Counts of one run: ``files`` processed now, ``skipped`` already done, ``ignored`` not extracted
+    (not media, no decoder, symlink loop...: ``ignored_reasons`` counts them per reason), ``retry``:
+    files that timed out or ran out of memory (no row written: the next run retries them)."""
 
     out: Path
     files: int = 0
@@ -83,12 +86,18 @@ class ExtractSummary:
     no_face: int = 0  # images or video frames without a face
     errors: int = 0  # files that failed (or videos that decoded only in part)
     seconds: float = 0.0
+    retry: int = 0
+    ignored_reasons: dict = field(default_factory=dict)
 
     def __str__(self) -> str:
+        from ..inputs import printable
+
         rate = self.files / self.seconds if self.seconds > 0 else 0.0
+        why = ", ".join(f"{n} {r.split(' (')[0]}" for r, n in self.ignored_reasons.items())
         return (f"{self.files} files ({rate:.1f} files/s), {self.faces} faces, {self.no_face} without a face, "
-                f"{self.errors} errors, {self.skipped} already done, {self.ignored} not media -> "
-                f"{self.out / MANIFEST}")
+                f"{self.errors} errors, " + (f"{self.retry} to retry (timeout or memory), " if self.retry else "")
+                + f"{self.skipped} already done, {self.ignored} not media{f' ({why})' if why else ''} -> "
+                f"{printable(self.out / MANIFEST)}")
 
 
 def infer_label(path: str | os.PathLike) -> tuple[str, str]:
@@ -105,25 +114,22 @@ def infer_label(path: str | os.PathLike) -> tuple[str, str]:
     return "", ""
 
 
-def find_media(src: Path, exclude: Path | None = None) -> tuple[list[Path], int]:
-    """Image and video files under ``src`` (sorted; hidden and ``exclude`` skipped) and the number ignored."""
-    if src.is_file():
-        return [src], 0
-    if not src.is_dir():
+def find_media(src: Path, exclude: Path | None = None):
+    """``(files, listing)``: the image and video files under ``src`` (sorted; symlinked folders followed
+    once; OUT = ``exclude`` not walked) and the :class:`edge.inputs.Listing` that says why every other
+    file is left out (landmark sidecars are read with their images: not listed)."""
+    from ..inputs import list_inputs
+
+    src_abs = src.absolute()
+
+    def sidecar(p: Path) -> bool:
+        return p.name.endswith("_landmarks.csv")
+
+    if not src.exists() and not src.is_symlink():
         raise InputError("source not found", path=src, fix="pass an image, a video or a folder")
-    skip = None  # OUT inside SRC: never read our own crops back
-    if exclude is not None and src.resolve() in exclude.resolve().parents:
-        skip = exclude.resolve().relative_to(src.resolve()).parts
-    files, ignored = [], 0
-    for p in sorted(src.rglob("*")):
-        rel = p.relative_to(src).parts
-        if any(part.startswith(".") for part in rel) or (skip and rel[:len(skip)] == skip) or not p.is_file():
-            continue
-        if is_image(p) or is_video(p):
-            files.append(p)
-        elif not p.name.endswith("_landmarks.csv"):  # landmark sidecars are read with their image
-            ignored += 1
-    return files, ignored
+    listing = list_inputs([src], exclude=[] if exclude is None or exclude.absolute() == src_abs else [exclude],
+                          sidecar=sidecar)
+    return [p for p, _ in listing.files], listing
 
 
 def _crop_keys(files: list[Path], src: Path, reserved: Iterable[str] = ()) -> list[str]:
@@ -132,7 +138,10 @@ def _crop_keys(files: list[Path], src: Path, reserved: Iterable[str] = ()) -> li
     ``reserved``: crop stems an earlier run of this OUT already wrote (its manifest); a stem that is one
     of them, or a prefix of one (``v`` of ``v_f000003``), is a clash too."""
     rels = [Path(f.name) if src.is_file() else f.relative_to(src) for f in files]
-    stems = [r.with_suffix("").as_posix() for r in rels]
+    # a name that is not UTF-8 or too long for a crop name (+ frame, face and hash suffixes) gets a
+    # clean, short stem and always the hash: crop names are UTF-8 text in manifest.csv and fit NAME_MAX
+    odd = [_odd_name(r) for r in rels]
+    stems = [_clean_stem(r) if o else r.with_suffix("").as_posix() for r, o in zip(rels, odd)]
     counts: dict[str, int] = {}
     for s in stems:
         counts[s] = counts.get(s, 0) + 1
@@ -151,10 +160,31 @@ def _crop_keys(files: list[Path], src: Path, reserved: Iterable[str] = ()) -> li
         base = _SUFFIXED.match(s)
         return counts[s] > 1 or (base is not None and base.group(1) in taken) or (bool(old) and used(s))
 
-    keys = [f"{s}_{hashlib.sha1(r.as_posix().encode('utf-8', 'surrogateescape')).hexdigest()[:10]}" if clash(s)
-            else s for s, r in zip(stems, rels)]
+    keys = [f"{s}_{hashlib.sha1(r.as_posix().encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
+            if o or clash(s) else s for s, r, o in zip(stems, rels, odd)]
     assert len(set(keys)) == len(keys), "crop names must be unique"
     return keys
+
+
+_MAX_STEM_BYTES = 200  # NAME_MAX is 255 bytes: room for _f000000_NNN, a 10-digit hash and .png
+
+
+def _odd_name(rel: Path) -> bool:
+    """A relative path whose crop name cannot be written as is: not UTF-8, or a last part too long."""
+    try:
+        rel.as_posix().encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return len(os.fsencode(rel.stem)) > _MAX_STEM_BYTES
+
+
+def _clean_stem(rel: Path) -> str:
+    """``rel`` without extension, undecodable bytes as ``_`` and the last part cut to fit (a hash follows)."""
+    from ..inputs import safe_text
+
+    parts = [safe_text(p).replace("\\", "_") for p in rel.with_suffix("").parts]
+    last = parts[-1].encode("utf-8")[:_MAX_STEM_BYTES].decode("utf-8", "ignore")
+    return "/".join([*parts[:-1], last])
 
 
 _SUFFIXED = re.compile(r"^(.*)_(?:f\d{6}|\d+|[0-9a-f]{10})(?:_\d+)?$")  # a frame, face or hash suffix
@@ -163,7 +193,10 @@ _SUFFIXED = re.compile(r"^(.*)_(?:f\d{6}|\d+|[0-9a-f]{10})(?:_\d+)?$")  # a fram
 def read_dense_landmarks(image_path: Path) -> np.ndarray | None:
     """(K, 2) points from ``<stem>_landmarks.csv`` beside an image (``idx,x,y``), or None."""
     side = image_path.with_name(f"{image_path.stem}_landmarks.csv")
-    if not side.is_file():
+    try:
+        if not side.is_file():
+            return None
+    except OSError:  # a name too long for a sidecar (a 250-byte image name): there can be none
         return None
     try:
         pts = np.loadtxt(side, delimiter=",", skiprows=1, usecols=(1, 2), ndmin=2)
@@ -186,6 +219,9 @@ def _init_worker(spec_json: str, model_path: str | None, out: str, policy: str, 
     """Worker-process initializer: one OpenCV thread, no FFmpeg chatter, its own detector (and landmark model)."""
     import cv2
 
+    from ..signals import worker_signals
+
+    worker_signals()  # Ctrl-C is the parent's to handle: no worker traceback
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     cv2.setNumThreads(1)
@@ -201,7 +237,16 @@ def _face_rows(image: np.ndarray, stem: str, base: dict, dense: np.ndarray | Non
 
     spec, out = _STATE["spec"], _STATE["out"]
     where = {"frame": frame, "time_s": "" if time_s == "" else round(float(time_s), 3)}
-    dets = _STATE["detector"].detect(image)
+    try:
+        dets = _STATE["detector"].detect(image)
+    except cv2.error as e:  # the detector model is a setting of the run: its failure stops the run
+        from ..media import _is_alloc_failure
+
+        if _is_alloc_failure(e):
+            raise
+        raise ModelError(f"the face detector failed on a frame: {(str(e).strip().splitlines() or [''])[-1][:200]}",
+                         path=getattr(_STATE["detector"], "model_path", None),
+                         fix="point --detector-model (or FFD_YUNET_MODEL) at OpenCV Zoo's YuNet model") from e
     if not dets:
         return [{**base, **where, "error": NO_FACE}]
     if _STATE["policy"] == "largest":
@@ -287,9 +332,12 @@ def _extract_source(task: tuple[str, ...]) -> list[dict]:
     """Decode one file, detect and crop its faces: manifest rows (an error row if it fails)."""
     import cv2
 
+    from ..inputs import name_error, safe_text
+    from ..media import _is_alloc_failure
+
     source, key, label, method, group, split = task
     path = Path(source)
-    base = {"label": label, "method": method, "group": group, "source": source, "split": split}
+    base = {"label": label, "method": method, "group": safe_text(group), "source": safe_text(source), "split": split}
     rows: list[dict] = []
     try:
         if is_video(path):
@@ -302,21 +350,38 @@ def _extract_source(task: tuple[str, ...]) -> list[dict]:
         else:
             image = read_image(path)
             rows += _face_rows(image, key, base, dense=read_dense_landmarks(path))
-    except (FfdError, cv2.error) as e:  # bad input: record it, the run goes on
-        msg = e.message if isinstance(e, FfdError) else f"OpenCV error: {str(e).strip().splitlines()[-1]}"
-        rows.append({**base, "error": msg})
+    except InputError as e:  # bad input: record it, the run goes on
+        if e.transient:  # a timeout or an allocation failure: no row, so the next run retries the file
+            return [{**base, "error": e.message, TRANSIENT: type(e).__name__}]
+        rows.append({**base, "error": safe_text(e.message)})
+    except FfdError:  # the run's own detector or settings: the run stops
+        raise
+    except MemoryError:
+        return [{**base, "error": "out of memory", TRANSIENT: "OutOfMemoryError"}]
+    except cv2.error as e:
+        if _is_alloc_failure(e):
+            return [{**base, "error": "out of memory", TRANSIENT: "OutOfMemoryError"}]
+        rows.append({**base, "error": safe_text(f"OpenCV error: {(str(e).strip().splitlines() or [''])[-1]}")})
+    except OSError as e:  # a crop that cannot be written (a name too long, a path over PATH_MAX): this file's
+        rows.append({**base, "error": safe_text(name_error(e.filename or path, e).message)})
     return rows
+
+
+RUN_CHECK_FILES = 3  # the first files of a run that all time out / run out of memory: the run's settings
+TRANSIENT = "_transient"  # key of the one row of a file that failed transiently (not written: retried next run)
 
 
 def _imap_unordered(pool: ProcessPoolExecutor, fn, items: Iterable, max_pending: int) -> Iterator:
     """pool.map without order and with at most ``max_pending`` tasks queued (bounded memory)."""
+    from ..signals import submit  # SIGINT blocked while a worker may start: Ctrl-C reaches the parent only
+
     it = iter(items)
-    pending = {pool.submit(fn, x) for x in itertools.islice(it, max_pending)}
+    pending = {submit(pool, fn, x) for x in itertools.islice(it, max_pending)}
     while pending:
         done, pending = wait(pending, return_when=FIRST_COMPLETED)
         for fut in done:
             for x in itertools.islice(it, 1):
-                pending.add(pool.submit(fn, x))
+                pending.add(submit(pool, fn, x))
             yield fut.result()
 
 
@@ -326,7 +391,7 @@ def _prepare_out(out: Path, spec: PreprocessSpec, overwrite: bool) -> set[str]:
     spec_file, manifest = out / SPEC_FILE, out / MANIFEST
     if overwrite:  # remove what an earlier run made (the crops its manifest lists), never anything else
         _remove_own_crops(out, manifest)
-        for p in (spec_file, manifest, out / LANDMARKS_FILE):
+        for p in (spec_file, manifest, out / LANDMARKS_FILE, out / SKIPPED_FILE):
             p.unlink(missing_ok=True)
     if spec_file.is_file():
         try:
@@ -384,6 +449,17 @@ def _remove_own_crops(out: Path, manifest: Path) -> None:
             d.rmdir()  # only when empty
 
 
+def _write_skipped(path: Path, listing) -> None:
+    """``OUT/skipped.csv``: every file under SRC that is not extracted, with its reason (names in safe_text form)."""
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(("path", "reason"))
+    w.writerows((d["path"], d["reason"]) for d in listing.describe(limit=len(listing.skipped)))
+    atomic_write_text(path, buf.getvalue())
+
+
 def _open_landmarks(landmark_model) -> tuple[LandmarkModel | None, dict]:
     """(model or None, its landmarks.json record); a model that cannot be loaded warns and records why."""
     if landmark_model is None:
@@ -435,6 +511,8 @@ def extract_faces(src: str | os.PathLike, out: str | os.PathLike, *, spec: Prepr
     """
     from tqdm import tqdm
 
+    from ..signals import Interrupted, deferred, stop_pool
+
     t0 = time.perf_counter()
     src, out = Path(src), Path(out)
     if every is not None:
@@ -458,22 +536,26 @@ def extract_faces(src: str | os.PathLike, out: str | os.PathLike, *, spec: Prepr
 
     check_outputs([src, detector_model, landmark_model if isinstance(landmark_model, (str, os.PathLike)) else None],
                   {"OUT": out}, folders=("OUT",))  # OUT inside SRC (or around it): crops of crops, lost files
-    files, ignored = find_media(src, exclude=out)
+    files, listing = find_media(src, exclude=out)
     detector = FaceDetector.from_spec(spec, detector_model)  # fails here, once, if the model is missing
     done = _prepare_out(out, spec, overwrite)
     lmk, lm_record = _open_landmarks(landmark_model)
     _record_landmarks(out, lm_record, resumed=bool(done))
+    _write_skipped(out / SKIPPED_FILE, listing)
+
+    from ..inputs import safe_text
 
     listed = source_labels(src)
     tasks = []
     for f, key in zip(files, _crop_keys(files, src, _listed_crops(out / MANIFEST) if done else ())):
         source = str(f.absolute())
-        if source in done:
+        if safe_text(source) in done:  # the manifest holds names in their safe_text form
             continue
         row = listed.get(source, {})
         lab, method = (label, "") if label else (row["label"], row["method"]) if row else infer_label(f)
         tasks.append((source, key, lab, method, row.get("group") or default_group(f, src), row.get("split", "")))
-    summary = ExtractSummary(out=out, skipped=len(files) - len(tasks), ignored=ignored)
+    summary = ExtractSummary(out=out, skipped=len(files) - len(tasks), ignored=len(listing.skipped),
+                             ignored_reasons=listing.counts())
     init = (spec.to_json(), str(detector.model_path) if spec.detector == "yunet" else None, str(out), policy,
             n_frames, every, None if lmk is None else str(lmk.path), lmk is not None and lmk.refine)
     workers = min(workers, len(tasks))
@@ -500,10 +582,21 @@ def extract_faces(src: str | os.PathLike, out: str | os.PathLike, *, spec: Prepr
             writer = csv.DictWriter(fh, fieldnames=columns, restval="", extrasaction="ignore")
             if new:
                 writer.writeheader()
+            trusted = False  # a file of this run got a real result (then timeouts are the files', not the run's)
             for rows in results:
-                writer.writerows(rows)
-                fh.flush()  # per source file: a killed run loses nothing
-                summary.files += 1
+                if rows and rows[0].get(TRANSIENT):  # timed out / out of memory: no row, retried next run
+                    summary.retry += 1
+                    if not trusted and summary.retry >= min(RUN_CHECK_FILES, len(tasks)):
+                        from ..media import transient_run_error
+
+                        raise transient_run_error({rows[0][TRANSIENT]}, summary.retry)
+                    bar.update(1)
+                    continue
+                trusted = True
+                with deferred():  # SIGTERM/Ctrl-C: a file's rows are written whole or not at all
+                    writer.writerows(rows)
+                    fh.flush()  # per source file: a killed run loses nothing
+                    summary.files += 1
                 summary.faces += sum(1 for r in rows if r.get("path"))
                 summary.no_face += sum(1 for r in rows if r["error"] == NO_FACE)
                 summary.errors += any(r["error"] and r["error"] != NO_FACE for r in rows)
@@ -512,6 +605,16 @@ def extract_faces(src: str | os.PathLike, out: str | os.PathLike, *, spec: Prepr
     except BrokenProcessPool as e:  # a decoder crashed a worker: which file is unknown here
         raise InputError("a worker process died while decoding (a crashing decoder on some file?)", path=src,
                          fix="re-run to resume (finished files are kept); -j 0 shows the file that crashes") from e
+    except Interrupted as e:  # SIGTERM/Ctrl-C: the finished files' rows are in the manifest
+        e.add_note(f"{summary.files} of {len(tasks)} files extracted this run, listed in {manifest}; re-run the "
+                   "same command to resume")
+        if pool is not None:
+            stop_pool(pool)  # the files in flight are abandoned, not waited for
+        raise
+    except BaseException:
+        if pool is not None:
+            stop_pool(pool)
+        raise
     finally:
         _STATE.clear()
         if pool is not None:

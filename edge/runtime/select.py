@@ -143,6 +143,44 @@ def auto_backend(model_path: str | Path, trt_reason: str | None, card: ModelCard
     return "trt", "TensorRT and a GPU are usable; the ONNX is built once into the engine cache"
 
 
+def model_card(model_path: str | Path, backend: str = "auto", **options) -> ModelCard:
+    """The model card of ``model_path`` without opening a runner: what :func:`open_runner` would refuse
+    before any work (a missing file, an unknown backend, ONNX Runtime asked for an engine, options the chosen
+    backend cannot take, ``--backend trt`` without TensorRT) is refused the same way, but no session is
+    created and no engine is built. ``.onnx``: the ``ffd.card`` metadata (or ``options["card"]``), with the
+    graph's input/output types and input size checked against it; engines: the sidecar's card.
+
+    For callers that need the card before their workers open the runner (``ffd screen``: the resume key)."""
+    p = Path(model_path)
+    if not p.exists():
+        raise ModelError("model file not found", path=p, fix="check the path, or run `ffd export` first")
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    is_engine = p.suffix in ENGINE_SUFFIXES
+    if backend == "ort" and is_engine:
+        raise BackendUnavailableError("ONNX Runtime cannot run a TensorRT engine", path=p,
+                                      fix="use --backend trt on a machine with TensorRT, or pass the .onnx")
+    route_options(backend, options, "ort" if backend == "auto" else backend)
+    if backend == "trt":
+        from .trt import _trt
+
+        _trt()  # a one-line error naming how to install TensorRT, before any worker starts
+    if is_engine:
+        from .engine_cache import read_sidecar
+
+        return ModelCard.from_dict(read_sidecar(p)["card"], p)
+    from ..onnx_model import card_from_props, check_graph_io, dims, graph_inputs, load_onnx, metadata
+
+    model = load_onnx(p)
+    check_graph_io(model, p)
+    card = option_value(options, "card") or card_from_props(metadata(model), p)
+    shape, s = dims(graph_inputs(model)[0]), card.spec.size
+    if len(shape) != 4 or any(isinstance(d, int) and d and d != want for d, want in zip(shape[1:], (3, s, s))):
+        raise ModelError(f"model input {graph_inputs(model)[0].name} has shape {shape} but its card's spec says "
+                         f"(N,3,{s},{s})", path=p, fix="re-export the model with the spec it was trained with")
+    return card
+
+
 def open_runner(model_path: str | Path, backend: str = "auto", **options) -> Runner:
     """Open ``model_path`` (``.onnx`` or ``.engine``) with ``backend``; the one place backend options are routed.
 

@@ -15,6 +15,7 @@ Schema (table ``results``; ``meta`` holds ``schema_version``)::
     error TEXT, error_type TEXT -- why a file failed (status error)
     model_id TEXT, threshold REAL -- ModelCard.model_id() and the threshold used
     settings TEXT           -- JSON of the sampling/aggregation settings
+    fingerprint TEXT        -- the run settings that made the row (model file hash, card, detector, settings)
     evidence TEXT           -- JSON list, one item per sampled frame: {frame, t, score, faces, box}
     thumb BLOB              -- JPEG of the most suspicious face (small), or NULL
     elapsed_s REAL, screened_at TEXT
@@ -22,7 +23,14 @@ Schema (table ``results``; ``meta`` holds ``schema_version``)::
 The database runs in WAL mode with ``synchronous=NORMAL``: every committed row survives the
 process being killed (only a power loss can drop the last commits), and readers (reports,
 exports) never block the writer. A file is *finished* when its row matches its current size
-and mtime and was produced with the same ``model_id`` and settings; re-running skips it.
+and mtime and was produced with the same settings *fingerprint* (:func:`edge.screen.screen.run_fingerprint`:
+the model file's hash, its card and threshold, the face detector model and the sampling settings);
+re-running skips it, except error rows of a transient kind (:data:`TRANSIENT_ERRORS`: a decode timeout,
+an allocation failure), which are screened again. A row made with other settings is never reused.
+
+Text is stored in its :func:`edge.inputs.safe_text` form: a file name that is not valid UTF-8 (which
+SQLite cannot store as text) keeps its undecodable bytes as ``\\xNN``. A database made before the
+``fingerprint`` column existed gains it (``ALTER TABLE``, the rows kept; they are screened again once).
 """
 from __future__ import annotations
 
@@ -34,13 +42,16 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import ConfigError, FfdError
+from ..inputs import safe_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# error types retried by the next run (the fault is the run's resources or deadline, not the file's)
+TRANSIENT_ERRORS = ("DecodeTimeoutError", "OutOfMemoryError", "MemoryError")
 MIB = 1 << 20
 
 COLUMNS = ("path", "size", "mtime", "content_hash", "kind", "status", "score", "label", "aggregation",
            "faces_seen", "n_frames", "duration_s", "error", "error_type", "model_id", "threshold", "settings",
-           "evidence", "thumb", "elapsed_s", "screened_at")
+           "evidence", "thumb", "elapsed_s", "screened_at", "fingerprint")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -49,7 +60,7 @@ CREATE TABLE IF NOT EXISTS results (
     status TEXT NOT NULL CHECK (status IN ('done', 'no_face', 'error')),
     score REAL, label TEXT, aggregation TEXT, faces_seen INTEGER, n_frames INTEGER, duration_s REAL,
     error TEXT, error_type TEXT, model_id TEXT, threshold REAL, settings TEXT, evidence TEXT, thumb BLOB,
-    elapsed_s REAL, screened_at TEXT
+    elapsed_s REAL, screened_at TEXT, fingerprint TEXT
 );
 CREATE INDEX IF NOT EXISTS results_score ON results (score DESC);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -92,15 +103,26 @@ class ResultsDB:
                 self.con.execute("PRAGMA journal_mode=WAL")
                 self.con.execute("PRAGMA synchronous=NORMAL")
                 self.con.executescript(_SCHEMA)
+                self._migrate()
                 self.con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 self.con.commit()
         except sqlite3.DatabaseError as e:  # OperationalError (read-only, disk full), corrupt file
             raise ConfigError(f"cannot open the results database: {e}", path=self.path,
                               fix="use a writable folder with free space (--db PATH), or remove a corrupt file") from e
 
+    def _migrate(self) -> None:
+        """Bring a database of an older ffd to this schema: add missing columns, never drop or rewrite a row."""
+        have = {r[1] for r in self.con.execute("PRAGMA table_info(results)")}
+        for col, typ in (("fingerprint", "TEXT"),):
+            if col not in have:
+                self.con.execute(f"ALTER TABLE results ADD COLUMN {col} {typ}")
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
     def put(self, row: dict) -> None:
-        """Insert or replace the row of ``row['path']`` and commit (one transaction per file)."""
-        vals = [row.get(c) for c in COLUMNS]
+        """Insert or replace the row of ``row['path']`` and commit (one transaction per file).
+
+        Text values are stored in their :func:`~edge.inputs.safe_text` form (a name that is not UTF-8)."""
+        vals = [safe_text(v) if isinstance(v, str) else v for v in (row.get(c) for c in COLUMNS)]
         try:
             with self.con:
                 self.con.execute(f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) "
@@ -110,12 +132,27 @@ class ResultsDB:
                                     fix="free disk space or make the folder writable, then re-run the same "
                                         "command: finished files are kept and skipped") from e
 
-    def finished(self, model_id: str, settings: str, retry_errors: bool = False) -> dict[str, tuple]:
-        """``{path: (size, mtime)}`` of rows made by this model and settings (errors too unless ``retry_errors``)."""
-        q = "SELECT path, size, mtime FROM results WHERE model_id = ? AND settings = ?"
+    def finished(self, fingerprint: str, retry_errors: bool = False) -> dict[str, tuple]:
+        """``{path: (size, mtime)}`` of the rows made with this settings ``fingerprint`` that a re-run keeps:
+        every status but transient errors (:data:`TRANSIENT_ERRORS`), and no error at all with ``retry_errors``."""
+        q = "SELECT path, size, mtime FROM results WHERE fingerprint = ?"
         if retry_errors:
             q += " AND status != 'error'"
-        return {p: (s, m) for p, s, m in self.con.execute(q, (model_id, settings))}
+        else:
+            q += (" AND NOT (status = 'error' AND COALESCE(error_type, '') IN "
+                  f"({', '.join('?' * len(TRANSIENT_ERRORS))}))")
+        args = (fingerprint,) if retry_errors else (fingerprint, *TRANSIENT_ERRORS)
+        return {p: (s, m) for p, s, m in self.con.execute(q, args)}
+
+    def describe_fingerprint(self, fingerprint: str, what: dict) -> None:
+        """Record what a fingerprint stands for (meta ``fingerprint:<fp>``), so a row's settings can be read back."""
+        try:
+            with self.con:
+                self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 (f"fingerprint:{fingerprint}", safe_text(json.dumps(what, sort_keys=True))))
+        except sqlite3.OperationalError as e:
+            raise ResultsWriteError(f"cannot write to the results database: {e}", path=self.path,
+                                    fix="free disk space or make the folder writable") from e
 
     def rows(self, order: str = "suspicious") -> Iterator[dict]:
         """All rows as dicts; ``suspicious``: done rows by score (highest first), then no_face, then errors."""
@@ -156,7 +193,7 @@ def export(db_path: str | os.PathLike, out: str | os.PathLike) -> int:
     check_outputs([db_path], {"--export": out})
     cols = [c for c in COLUMNS if c != "thumb"]
     with ResultsDB(db_path, readonly=True) as db:
-        rows = [{c: r[c] for c in cols} for r in db.rows()]
+        rows = [{c: r.get(c) for c in cols} for r in db.rows()]  # a database of an older ffd lacks new columns
     fmt = out.suffix.lower()
     try:
         if fmt == ".csv":

@@ -34,8 +34,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, FfdError, InputError
-from .db import ResultsDB, content_hash
+from ..errors import ConfigError, FfdError, InputError, ModelError, OutOfMemoryError
+from .db import TRANSIENT_ERRORS, ResultsDB, content_hash
 
 @dataclass(frozen=True)
 class ScreenSettings:
@@ -89,23 +89,53 @@ def discover(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
     """``[(absolute path, kind)]``: folders searched recursively for videos and images; files as given.
 
     Files named explicitly keep whatever extension they have (an unsupported one becomes an
-    error row); inside folders only video/image extensions are taken.
-    """
-    from ..media import is_image, is_video, media_files
+    error row); inside folders only video/image extensions are taken. :func:`discover_all` also
+    returns the files left out, each with its reason."""
+    return discover_all(paths)[0]
 
-    def kind(p: Path) -> str:
-        return "video" if is_video(p) else "image" if is_image(p) else "other"
 
+def discover_all(paths: Iterable[str | os.PathLike]):
+    """``(files, listing)``: :func:`discover`'s files, and the :class:`edge.inputs.Listing` that says
+    why every other file under ``paths`` is not screened (unsupported extension, no decoder, symlink loop...).
+    Symlinked sub-folders are followed (once: loops are recognised by device and inode)."""
+    from ..inputs import list_inputs
+
+    listing = list_inputs(paths)
     out: dict[Path, str] = {}
-    for p in map(Path, paths):
-        if p.is_dir():
-            for f in media_files(p):
-                out.setdefault(f.resolve(), kind(f))
-        elif p.exists():
-            out.setdefault(p.resolve(), kind(p))
-        else:
-            raise InputError("no such file or folder", path=p, fix="check the archive path")
-    return sorted(out.items())
+    for p, kind in listing.files:
+        try:
+            out.setdefault(p.resolve(), kind)
+        except (OSError, RuntimeError):  # a link that changed under us: screen it by the name found
+            out.setdefault(p.absolute(), kind)
+    return sorted(out.items(), key=lambda t: str(t[0])), listing
+
+
+def run_fingerprint(model: str | os.PathLike, card, detector_model, settings: "ScreenSettings") -> tuple[str, dict]:
+    """``(fingerprint, what it covers)`` of the settings that make a row: the model file's sha256, its
+    card id and threshold, the face detector (kind, model file sha256, score threshold) and the
+    sampling/aggregation settings. A re-run resumes only rows with the same fingerprint."""
+    import hashlib
+
+    def sha(path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+    det: dict = {"kind": card.spec.detector}
+    if card.spec.detector == "yunet":
+        from ..faces.detector import find_yunet_model
+
+        det["model_sha256"] = sha(find_yunet_model(detector_model))
+    if card.spec.detector != "none":
+        from ..forgery import DEFAULT_DET_MAX_SIDE
+
+        det.update(score_threshold=card.spec.det_score_threshold, max_side=DEFAULT_DET_MAX_SIDE)
+    what = {"model_sha256": sha(model), "model_id": card.model_id(), "threshold": card.threshold,
+            "uncertain_band": card.uncertain_band, "detector": det, "settings": json.loads(settings.key())}
+    fp = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
+    return fp, what
 
 
 # --- one file: sample + detect, then classify + aggregate -------------------------------------
@@ -115,7 +145,7 @@ class FileSample:
 
     path: str
     kind: str
-    duration_s: float = 0.0
+    duration_s: float | None = 0.0  # None: unknown (the container's fps/duration is not believable)
     frames: list = field(default_factory=list)  # [{frame, t, faces, boxes}]
     crops: np.ndarray | None = None  # (K, S, S, 3) uint8 BGR
     crop_frame: list = field(default_factory=list)  # index into frames for each crop
@@ -148,15 +178,16 @@ def _iter_frames(path: str, kind: str, settings: ScreenSettings, sample: FileSam
                          fix="screen videos (.mp4, .avi, .mkv, ...) or images (.jpg, .png, ...)")
     with VideoReader(path) as r:
         info = r.info
-        sample.duration_s = info.duration_s
+        sample.duration_s = info.duration_s  # None: the container's fps or duration is not believable
         if settings.every_s is not None and info.fps > 0:
             frames = r.frames(every=max(1, round(info.fps * settings.every_s)))
-        else:
-            n = settings.n_frames or max(1, math.ceil(info.duration_s / settings.every_s))  # every_s, no fps
+        else:  # every_s without a usable fps: as many frames as the duration gives, or the default 32
+            n = settings.n_frames or (max(1, math.ceil(info.duration_s / settings.every_s)) if info.duration_s
+                                      else 32)
             frames = r.frames(n_frames=n)
         for item in frames:
             yield item
-        if r.decoded and info.fps and (not info.frame_count or r.truncated):
+        if r.decoded and info.fps and r.decoded != info.frame_count:  # the frames that really decode win
             sample.duration_s = r.decoded / info.fps
 
 
@@ -166,26 +197,53 @@ def sample_file(path: str, kind: str, settings: ScreenSettings, detector, spec) 
 
     from ..faces import crop_face
 
+    from ..media import _is_alloc_failure
+
     t0 = time.perf_counter()
     s = FileSample(path=str(path), kind=kind)
     crops = []
     try:
         for idx, t, frame in _iter_frames(str(path), kind, settings, s):
-            dets = detector.detect(frame)[: settings.max_faces]
+            dets = _detect(detector, frame)[: settings.max_faces]
             s.frames.append({"frame": int(idx), "t": round(float(t), 3), "faces": len(dets),
                              "boxes": [[round(float(v), 1) for v in d.box] for d in dets]})
             for d in dets:
                 crops.append(crop_face(frame, d, spec)[0])
                 s.crop_frame.append(len(s.frames) - 1)
-    except FfdError as e:
+    except InputError as e:  # a fault of this file; transient kinds (timeout, memory) are retried next run
         s.error, s.error_type = e.message, type(e).__name__
+    except FfdError:  # the run's own model, detector or settings: the run stops, no row says otherwise
+        raise
     except (cv2.error, OSError, MemoryError) as e:  # decoder failures of this one file
-        s.error, s.error_type = str(e).strip().splitlines()[-1][:500] or type(e).__name__, type(e).__name__
+        s.error = (str(e).strip().splitlines() or [""])[-1][:500] or type(e).__name__
+        s.error_type = "OutOfMemoryError" if _is_alloc_failure(e) else type(e).__name__
     if crops:
         s.crops = np.stack(crops)
     s.elapsed_s = time.perf_counter() - t0
     s.read_stat()
     return s
+
+
+def _detect(detector, frame):
+    """The detector on one frame; its own failure is the run's (the detector model is a setting), not the file's."""
+    import cv2
+
+    from ..media import _is_alloc_failure
+
+    try:
+        return detector.detect(frame)
+    except cv2.error as e:
+        if _is_alloc_failure(e):
+            raise OutOfMemoryError("out of memory running the face detector", fix="free memory (fewer --workers) "
+                                   "and re-run; the file is retried") from e
+        msg = (str(e).strip().splitlines() or [""])[-1][:200]
+        raise ModelError(f"the face detector failed on a frame: {msg}", path=getattr(detector, "model_path", None),
+                         fix="point --detector-model (or FFD_YUNET_MODEL) at OpenCV Zoo's YuNet model") from e
+
+
+def is_transient(row: dict) -> bool:
+    """An error row whose cause is the run's resources or deadline (retried by the next run)."""
+    return row.get("status") == "error" and row.get("error_type") in TRANSIENT_ERRORS
 
 
 def _thumb(crop: np.ndarray, side: int = 96) -> bytes | None:
@@ -202,11 +260,14 @@ def finish_row(sample: FileSample, scores: np.ndarray | None, card, settings: Sc
     """Aggregate the crop scores of a sample into the database row (see :mod:`edge.screen.db`)."""
     row = {"path": sample.path, "kind": sample.kind, "aggregation": settings.aggregation,
            "model_id": card.model_id(), "threshold": card.threshold, "settings": settings.key(),
-           "duration_s": round(sample.duration_s, 3), "n_frames": len(sample.frames),
+           "duration_s": None if sample.duration_s is None else round(sample.duration_s, 3),
+           "n_frames": len(sample.frames),
            "faces_seen": int(sum(f["faces"] for f in sample.frames)), "elapsed_s": round(sample.elapsed_s, 3),
            "screened_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "size": sample.size, "mtime": sample.mtime,
            "content_hash": sample.content_hash}
-    if sample.error is not None and not sample.frames:
+    if sample.error is not None and (not sample.frames or sample.error_type in TRANSIENT_ERRORS):
+        # a timeout or an allocation failure is never a result, not even a partial one: an error row that
+        # the next run retries (never no_face)
         row.update(status="error", error=sample.error, error_type=sample.error_type)
         return row
     if sample.error is not None:  # frames decoded before the failure still count; keep the message
@@ -247,9 +308,28 @@ def _worker_init(model: str, backend: str, detector_model, runner_kw: dict, sett
     _W.update(fd=fd, settings=settings)
 
 
+def _pool_worker_init(*init_args) -> None:
+    """Initializer of a worker process: Ctrl-C is the parent's to handle (see :mod:`edge.signals`)."""
+    from ..signals import worker_signals
+
+    worker_signals()
+    _worker_init(*init_args)
+
+
 def score_sample(fd, sample: FileSample, settings: ScreenSettings) -> dict:
     """Classify the crops of ``sample`` with the ForgeryDetector ``fd`` and build the row (local and Ray)."""
-    scores = fd.classify_crops(list(sample.crops)) if sample.crops is not None else None
+    from ..media import _is_alloc_failure
+
+    scores = None
+    if sample.crops is not None and sample.error_type not in TRANSIENT_ERRORS:
+        try:
+            scores = fd.classify_crops(list(sample.crops))
+        except FfdError:  # a model that breaks its contract: the run stops
+            raise
+        except Exception as e:  # an allocation failure is this run's, retried next time; anything else a bug
+            if not _is_alloc_failure(e):
+                raise
+            sample.error, sample.error_type = "out of memory scoring the faces", "OutOfMemoryError"
     return finish_row(sample, scores, fd.card, settings)
 
 
@@ -272,10 +352,12 @@ def _rows_local(todo: list[tuple[Path, str]], init_args: tuple, workers: int, ca
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
+    from ..signals import stop_pool, submit
+
     pending = list(reversed(todo))
     attempts: dict[str, int] = {}
     while pending:
-        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_pool_worker_init,
                                    initargs=init_args)
         inflight: dict = {}
         broken = False
@@ -283,7 +365,7 @@ def _rows_local(todo: list[tuple[Path, str]], init_args: tuple, workers: int, ca
             while pending or inflight:
                 while pending and len(inflight) < 2 * workers and not broken:
                     p, kind = pending.pop()
-                    inflight[pool.submit(_worker_run, str(p), kind)] = (p, kind)
+                    inflight[submit(pool, _worker_run, str(p), kind)] = (p, kind)
                 if not inflight:
                     break
                 done, _ = wait(inflight, return_when=FIRST_COMPLETED)
@@ -301,6 +383,9 @@ def _rows_local(todo: list[tuple[Path, str]], init_args: tuple, workers: int, ca
                             pending.append((p, kind))
                 if broken and not inflight:
                     break
+        except BaseException:  # SIGTERM/Ctrl-C (edge.signals.Interrupted), or the consumer stopped: files in
+            stop_pool(pool)    # flight are abandoned (the next run redoes them), not waited for
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -318,44 +403,66 @@ def screen_archive(paths: Sequence[str | os.PathLike], model: str | os.PathLike,
                    detector_model: str | os.PathLike | None = None, retry_errors: bool = False,
                    report: str | os.PathLike | None = None, export: str | os.PathLike | None = None,
                    ray_address: str | None = None, progress: bool = True, runner_kw: dict | None = None,
-                   limit: int | None = None) -> dict:
+                   limit: int | None = None, connect_timeout_s: float | None = None) -> dict:
     """Screen ``paths`` into the SQLite database ``db``; return a summary (counts, wall time, real-time factor).
 
-    Finished files (same size, mtime, model id and settings) are skipped. ``ray_address``:
+    Finished files (same size and mtime, and a row made with the same settings fingerprint,
+    :func:`run_fingerprint`) are skipped; error rows of a transient kind (a decode timeout, an
+    allocation failure) are screened again. Errors of the run's own settings stop the run with an
+    FfdError and write no row: a model or detector that fails on a file, and a first
+    :data:`RUN_CHECK_FILES` files that all time out or run out of memory. Every file under
+    ``paths`` is screened or counted in ``summary["ignored"]`` with its reason
+    (``ignored_reasons``, ``ignored_files``: the first 100). ``ray_address``:
     ``"local"`` or ``"auto"`` or ``"HOST:PORT"`` runs on Ray (:mod:`edge.screen.ray_runner`).
     ``report`` / ``export`` write the HTML report and a CSV/JSON export at the end.
     ``limit``: screen at most that many files this run (the rest on the next run).
+    ``connect_timeout_s``: the deadline to reach a Ray cluster (default ``FFD_CONNECT_TIMEOUT_S`` or 15 s).
     """
-    from ..runtime import open_runner
+    from ..runtime import model_card
     from ..settings import check
 
     settings = settings or ScreenSettings()
     check("workers", workers, allow_none=False)
     check("limit", limit, 1, None, True)
+    if ray_address is not None:
+        from ..settings import connect_timeout_s as connect_timeout
+        from .ray_runner import cluster_host_port
+
+        connect_timeout_s = connect_timeout(connect_timeout_s)
+        cluster_host_port(ray_address)  # a malformed --ray is refused before anything is opened
     from ..outputs import check_outputs
 
     check_outputs([*paths, model, detector_model], {"--db": db, "--report": report, "--export": export})
     from ..media import decode_timeout_s
 
     decode_timeout_s()  # a bad FFD_DECODE_TIMEOUT_S stops the run here, not as an error row per file
-    files = discover(paths)
-    with open_runner(model, backend) as r:  # fail fast on a bad model; its card keys the resume
-        card = r.card
+    from ..inputs import safe_text
+
+    files, listing = discover_all(paths)
+    # fail fast on a bad model, backend or option; its card keys the resume. Read without a runner: the
+    # workers open theirs, and under auto on a GPU host opening one here would build the TensorRT engine first
+    card = model_card(model, backend, **(runner_kw or {}))
     if card.spec.detector != "none":  # and on a detector model that is not a face detector
         from ..faces import FaceDetector
 
         FaceDetector.from_spec(card.spec, detector_model)
     model_id = card.model_id()
+    fp, fp_what = run_fingerprint(model, card, detector_model, settings)
     rdb = ResultsDB(db)
     t0 = time.perf_counter()
     summary = {"files": len(files), "skipped": 0, "done": 0, "no_face": 0, "error": 0, "video_s": 0.0,
-               "model_id": model_id, "db": str(db)}
+               "ignored": len(listing.skipped), "ignored_reasons": listing.counts(),
+               "ignored_files": listing.describe(100), "model_id": model_id, "fingerprint": fp, "db": str(db)}
     try:
-        fin = rdb.finished(model_id, settings.key(), retry_errors)
+        rdb.describe_fingerprint(fp, fp_what)
+        fin = rdb.finished(fp, retry_errors)
         todo = []
         for p, kind in files:
-            st = p.stat() if p.exists() else None
-            if st is not None and fin.get(str(p)) == (st.st_size, st.st_mtime):
+            try:
+                st = p.stat()
+            except OSError:
+                st = None
+            if st is not None and fin.get(safe_text(str(p))) == (st.st_size, st.st_mtime):
                 summary["skipped"] += 1
             else:
                 todo.append((p, kind))
@@ -369,22 +476,49 @@ def screen_archive(paths: Sequence[str | os.PathLike], model: str | os.PathLike,
             runner_kw.setdefault("intra_op_threads", Default(1))
         init_args = (str(model), backend, None if detector_model is None else str(detector_model), runner_kw,
                      settings, 1 if n_workers > 1 else None)
-        if ray_address is not None and todo:
+        if not todo:  # everything is finished: no worker, runner or detector is opened
+            rows = iter(())
+        elif ray_address is not None:
             from .ray_runner import rows_ray
 
-            rows = rows_ray(todo, init_args, card.spec, ray_address)
+            rows = rows_ray(todo, init_args, card.spec, ray_address, connect_timeout_s=connect_timeout_s)
         else:
             rows = _rows_local(todo, init_args, n_workers, card)
         bar = _progress(len(todo), progress)
+        from ..signals import Interrupted, deferred
+
+        held: list[dict] = []  # transient error rows held back until a file of this run gets a real result
+        trusted = False
+
+        def put(batch: list[dict]) -> None:
+            with deferred():  # SIGTERM/Ctrl-C: a row is committed (and counted) whole or not at all
+                for row in batch:
+                    rdb.put(row)
+                    summary[row["status"]] += 1
+                    summary["video_s"] += row.get("duration_s") or 0.0
+            if bar is not None:
+                el = time.perf_counter() - t0
+                bar.set_postfix_str(f"{summary['video_s'] / max(el, 1e-9):.1f} video-s/s", refresh=False)
+                bar.update(len(batch))
+
         try:
             for row in rows:
-                rdb.put(row)
-                summary[row["status"]] += 1
-                summary["video_s"] += row.get("duration_s") or 0.0
-                if bar is not None:
-                    el = time.perf_counter() - t0
-                    bar.set_postfix_str(f"{summary['video_s'] / max(el, 1e-9):.1f} video-s/s", refresh=False)
-                    bar.update(1)
+                row["fingerprint"] = fp
+                if not trusted and is_transient(row):  # maybe the run's timeout or memory, not the file
+                    held.append(row)
+                    if len(held) >= min(RUN_CHECK_FILES, len(todo)):
+                        raise run_level_error(held)  # nothing written for them
+                    continue
+                trusted = True
+                put([*held, row])
+                held = []
+            if held:  # fewer rows came than files were sent (cannot happen locally): keep them, retried next run
+                put(held)
+        except Interrupted as e:  # workers are stopped (_rows_local), every finished row is committed
+            n = summary["done"] + summary["no_face"] + summary["error"]
+            e.add_note(f"{n} of {len(todo)} files screened this run, saved in {db}; re-run the same command "
+                       "to resume")
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -407,6 +541,16 @@ def screen_archive(paths: Sequence[str | os.PathLike], model: str | os.PathLike,
 
         summary["report"] = str(write_report(db, report))
     return summary
+
+
+RUN_CHECK_FILES = 3  # the first files of a run that all time out / run out of memory: the run's settings
+
+
+def run_level_error(rows: list[dict]) -> FfdError:
+    """The run's own error when its first files all failed transiently (:func:`edge.media.transient_run_error`)."""
+    from ..media import transient_run_error
+
+    return transient_run_error({r.get("error_type") for r in rows}, len(rows))
 
 
 def _progress(total: int, enabled: bool):

@@ -17,6 +17,13 @@ source is gone after all reconnect attempts). Live sources (cameras, streams, GS
 read by a capture thread into a small ring buffer that keeps the newest frames: a slow
 consumer makes it *drop* old frames (counted in ``dropped``), never queue without bound.
 Files and folders are read on demand, so nothing is dropped.
+
+Opening a live source has one overall deadline, ``connect_timeout_s`` (default 15 s,
+``FFD_CONNECT_TIMEOUT_S``, ``ffd detect --connect-timeout``): every attempt and back-off of the
+first open fits in it, and then :class:`SourceError` says so. A server that accepts the
+connection and never answers is covered too: FFmpeg opens get the time left as
+``CAP_PROP_OPEN_TIMEOUT_MSEC`` and the deadline as ``CAP_PROP_READ_TIMEOUT_MSEC`` (a stream that
+stops delivering for that long counts as dropped and is reconnected, each attempt bounded alike).
 """
 from __future__ import annotations
 
@@ -33,6 +40,8 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, InputError
 from ..media import is_image, media_files, open_video, read_image
+from ..settings import DEFAULT_CONNECT_TIMEOUT_S
+from ..settings import connect_timeout_s as connect_timeout
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 
@@ -124,8 +133,10 @@ def backoff_delays(backoff_s: float, max_backoff_s: float, max_retries: int | No
         k += 1
 
 
-def _capture(parsed: ParsedUri):
-    """Open an OpenCV capture for ``parsed``; returns it or None when it does not open."""
+def _capture(parsed: ParsedUri, open_timeout_s: float | None = None, read_timeout_s: float | None = None):
+    """Open an OpenCV capture for ``parsed``; returns it or None when it does not open. FFmpeg opens
+    (streams) give up after ``open_timeout_s`` and a read after ``read_timeout_s`` (OpenCV's own
+    default is 30 s each)."""
     import cv2
 
     if parsed.api == "gstreamer":
@@ -137,7 +148,12 @@ def _capture(parsed: ParsedUri):
     elif parsed.api == "v4l2":
         cap = cv2.VideoCapture(parsed.target, cv2.CAP_V4L2)
     else:
-        cap = cv2.VideoCapture(str(parsed.target), cv2.CAP_FFMPEG)
+        params = []
+        if open_timeout_s is not None:
+            params += [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(1, int(open_timeout_s * 1000))]
+        if read_timeout_s is not None:
+            params += [cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(1, int(read_timeout_s * 1000))]
+        cap = cv2.VideoCapture(str(parsed.target), cv2.CAP_FFMPEG, params)
     if cap.isOpened():
         return cap
     cap.release()
@@ -281,12 +297,16 @@ class LiveSource(Source):
     ``backoff_s``, ``2*backoff_s``, ... (capped at ``max_backoff_s``) up to ``max_retries``
     times (None: forever); after that ``read`` raises :class:`SourceError`. ``max_retries=0``
     makes the first failure final. A stream that ends (EOF) is treated as dropped.
+    ``connect_timeout_s``: the first open (all its attempts and back-offs) fits in it, and so does
+    each single attempt of a reconnect (see the module docstring).
     """
 
     def __init__(self, parsed: ParsedUri, uri: str, buffer: int = 2, backoff_s: float = 0.5,
-                 max_backoff_s: float = 8.0, max_retries: int | None = 5):
+                 max_backoff_s: float = 8.0, max_retries: int | None = 5,
+                 connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S):
         self.parsed, self.uri, self.live = parsed, uri, True
         self.backoff_s, self.max_backoff_s, self.max_retries = backoff_s, max_backoff_s, max_retries
+        self.connect_timeout_s = connect_timeout_s
         self._buf: deque[Frame] = deque(maxlen=max(1, buffer))
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -298,18 +318,33 @@ class LiveSource(Source):
         self._thread = threading.Thread(target=self._loop, args=(cap,), name=f"capture:{uri}", daemon=True)
         self._thread.start()
 
+    def _open(self, deadline: float | None = None):
+        """One attempt, bounded by ``deadline`` (monotonic) or else by ``connect_timeout_s``."""
+        left = self.connect_timeout_s if deadline is None else max(0.001, deadline - time.monotonic())
+        return _capture(self.parsed, open_timeout_s=left, read_timeout_s=self.connect_timeout_s)
+
     def _open_first(self):
-        """Open synchronously (retrying with back-off) so that a wrong URI fails in ``open_source``."""
-        cap = _capture(self.parsed)
+        """Open synchronously (retrying with back-off, all within ``connect_timeout_s``) so that a wrong or
+        silent URI fails in ``open_source``."""
+        t0 = time.monotonic()
+        deadline = t0 + self.connect_timeout_s
+        cap = self._open(deadline)
         for delay in backoff_delays(self.backoff_s, self.max_backoff_s, self.max_retries):
-            if cap is not None:
+            left = deadline - time.monotonic()
+            if cap is not None or left <= 0:
                 break
-            time.sleep(delay)
+            time.sleep(min(delay, left))
             self.retry_log.append(delay)
-            cap = _capture(self.parsed)
+            if time.monotonic() >= deadline:
+                break
+            cap = self._open(deadline)
         if cap is None:
-            raise SourceError(f"cannot open live source {self.parsed.kind} after {len(self.retry_log)} retries",
-                              path=self.uri, fix="check the camera/stream is connected and the URI is right")
+            tries = len(self.retry_log) + 1
+            raise SourceError(f"cannot open live source {self.parsed.kind}: no answer within "
+                              f"{time.monotonic() - t0:.1f} s ({tries} attempt{'s' * (tries > 1)}, "
+                              f"connect timeout {self.connect_timeout_s:g} s)", path=self.uri,
+                              fix="check the camera/stream is connected and the URI is right "
+                                  "(--connect-timeout S or FFD_CONNECT_TIMEOUT_S waits longer)")
         self._set_props(cap)
         return cap
 
@@ -336,7 +371,7 @@ class LiveSource(Source):
                     if self._stop.wait(delay):
                         break
                     self.retry_log.append(delay)
-                    cap = _capture(self.parsed)
+                    cap = self._open()
                     if cap is not None:
                         self.reconnects += 1
                         self._set_props(cap)
@@ -381,12 +416,13 @@ class LiveSource(Source):
 
 def open_source(uri: str | int | os.PathLike, *, buffer: int = 2, backoff_s: float = 0.5,
                 max_backoff_s: float = 8.0, max_retries: int | None = 5, width: int = 1280, height: int = 720,
-                fps: int = 30) -> Source:
-    """Open any source by URI; see the module docstring. ``width``/``height``/``fps`` apply to ``csi://``."""
+                fps: int = 30, connect_timeout_s: float | None = None) -> Source:
+    """Open any source by URI; see the module docstring. ``width``/``height``/``fps`` apply to ``csi://``;
+    ``connect_timeout_s`` (live sources; default ``FFD_CONNECT_TIMEOUT_S`` or 15 s) bounds the open."""
     parsed = parse_uri(uri, width, height, fps)
     if parsed.kind == "folder":
         return FolderSource(parsed.target)
     if parsed.kind in ("file", "image"):
         return FileSource(parsed.target, image=parsed.kind == "image")
     return LiveSource(parsed, str(uri), buffer=buffer, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
-                      max_retries=max_retries)
+                      max_retries=max_retries, connect_timeout_s=connect_timeout(connect_timeout_s))

@@ -5,6 +5,18 @@ calls one public library function, importing it inside the command so that ``ffd
 and every ``--help`` work without torch, modelopt or TensorRT. Errors a user can fix are
 :class:`edge.errors.FfdError`; :func:`main` prints them as one line with the fix and exits
 non-zero. ``--debug`` (or ``FFD_DEBUG=1``) shows tracebacks.
+
+Exit codes:
+
+* 0 -- done;
+* 1 -- an internal error (a bug: ``internal error: ...``), or ``aborted``;
+* 2 -- a usage error found by Click (an unknown option, a missing argument, a value of the wrong
+  type): ``error: ...; fix: see `ffd CMD --help```;
+* 3 -- an :class:`~edge.errors.FfdError` (:data:`edge.errors.EXIT_USER_ERROR`): a file, model,
+  option value or environment variable the user can fix, ``error: ...; fix: ...``;
+* 130 -- SIGINT (Ctrl-C), 143 -- SIGTERM (``kill``, ``docker stop``): the workers are stopped,
+  finished rows kept, one line (``interrupted (SIGINT): ...`` / ``terminated (SIGTERM): ...``),
+  see :mod:`edge.signals`.
 """
 from __future__ import annotations
 
@@ -65,10 +77,18 @@ def main(argv: list[str] | None = None) -> None:
     if not _STATE["debug"]:  # library warnings as one line each, like errors
         warnings.showwarning = _one_line_warning
     click_ex = _click_exceptions()
+    from edge.signals import Interrupted, handle_signals
+
     try:
-        rc = app(standalone_mode=False)  # usage errors come here, printed as one line below
+        with handle_signals():  # SIGTERM/SIGINT -> Interrupted: workers stopped, finished rows kept
+            rc = app(standalone_mode=False)  # usage errors come here, printed as one line below
         if isinstance(rc, int) and not isinstance(rc, bool) and rc:  # typer.Exit(code) from a command
             sys.exit(rc)
+    except Interrupted as e:  # one line (what was kept, how to resume), exit 130/143
+        if _STATE["debug"]:
+            raise
+        typer.echo(e.line(), err=True)
+        sys.exit(e.exit_code)
     except click_ex.ClickException as e:  # a bad option value or a missing argument: one line, exit 2
         if type(e).__name__ == "NoArgsIsHelpError":  # `ffd` alone: the help, as typer prints it
             typer.echo(e.format_message(), err=True)
@@ -82,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
-    except FfdError as e:
+    except FfdError as e:  # a user-fixable error: one line, exit 3 (EXIT_USER_ERROR; 2 stays Click's)
         if _STATE["debug"]:
             raise
         typer.echo(f"error: {e}", err=True)

@@ -13,7 +13,7 @@ import typer
 
 from edge.settings import option  # one range check for every numeric option (one-line errors)
 
-from .options import Backend, DetectorModel
+from .options import Backend, ConnectTimeout, DetectorModel
 
 Sources = Annotated[list[str], typer.Argument(
     help="Images, folders of images, videos, cameras (/dev/videoN, csi://N), streams (rtsp://, http://) "
@@ -47,7 +47,8 @@ def register(app: typer.Typer) -> None:
     def detect(sources: Sources, model: Model, output: Output = None, backend: Backend = "auto",
                detector_model: DetectorModel = None, batch_size: BatchSize = 32, max_faces: MaxFaces = None,
                threads: Threads = None, save_video: VideoOut = None, show: Show = False, every: Every = 1,
-               max_frames: MaxFrames = None, live: Live = None, det_size: DetSize = None):
+               max_frames: MaxFrames = None, live: Live = None, det_size: DetSize = None,
+               connect_timeout: ConnectTimeout = None):
         """Score every face (P(fake) and a label per the model's threshold) as JSON lines."""
         from edge.errors import ConfigError
         from edge.detect import detect_sources, source_kind
@@ -57,5 +58,6 @@ def register(app: typer.Typer) -> None:
         summary = detect_sources(sources, model, output, backend=backend, detector_model=detector_model,
                                  batch_size=batch_size, max_faces=max_faces, threads=threads,
                                  log=lambda line: typer.echo(line, err=True), video_out=save_video, display=show,
-                                 every=every, max_frames=max_frames, live=live, det_max_side=det_size)
+                                 every=every, max_frames=max_frames, live=live, det_max_side=det_size,
+                                 connect_timeout_s=connect_timeout)
         typer.echo(f"{summary}" + (f" -> {output}" if output else ""), err=True)

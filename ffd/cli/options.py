@@ -18,6 +18,10 @@ Backend = Annotated[str, typer.Option(
 Workers = Annotated[int, typer.Option("--workers", "-j", callback=option("--workers", "workers"),
                                       help="Parallel worker processes (0: in-process).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+ConnectTimeout = Annotated[Optional[float], typer.Option(
+    "--connect-timeout", callback=option("--connect-timeout", "connect_timeout_s"),
+    help="Seconds to reach a stream or cluster, all retries included, before a clear error "
+         "(default 15; env FFD_CONNECT_TIMEOUT_S).")]
 # training commands (ffd train, ffd vit)
 Epochs = Annotated[int, typer.Option("--epochs", callback=option("--epochs", "iters"),
                                      help="Passes over the training data.")]

@@ -9,7 +9,7 @@ import typer
 
 from edge.settings import option  # one range check for every numeric option (one-line errors)
 
-from .options import Backend, DetectorModel, Workers
+from .options import Backend, ConnectTimeout, DetectorModel, Workers
 
 
 def register(app: typer.Typer) -> None:
@@ -37,12 +37,14 @@ def register(app: typer.Typer) -> None:
         export: Annotated[Optional[Path], typer.Option("--export", help="Write rows to .csv/.json/.jsonl.")] = None,
         ray: Annotated[Optional[str], typer.Option(
             "--ray", help="Run on Ray: 'local' (start one here), 'auto' or HOST:PORT of a cluster.")] = None,
+        connect_timeout: ConnectTimeout = None,
         limit: Annotated[Optional[int], typer.Option("--limit", callback=option("--limit", "count"),
                                                      help="Screen at most N files this run.")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
     ):
         """Screen an archive: per-file score, label and evidence in SQLite; resumable; report and export."""
         from edge.errors import ConfigError
+        from edge.inputs import printable
         from edge.screen import ScreenSettings, screen_archive
 
         if frames is not None and every_s is not None:
@@ -50,8 +52,10 @@ def register(app: typer.Typer) -> None:
         settings = ScreenSettings(n_frames=frames or 32, every_s=every_s, aggregation=aggregate, max_faces=max_faces)
         s = screen_archive(archive, model, db, settings=settings, workers=workers, backend=backend,
                            detector_model=detector_model, retry_errors=retry_errors, report=report, export=export,
-                           ray_address=ray, progress=progress, limit=limit)
+                           ray_address=ray, progress=progress, limit=limit, connect_timeout_s=connect_timeout)
         typer.echo(json.dumps(s))
+        ignored = ", ".join(f"{n} {why.split(' (')[0]}" for why, n in s["ignored_reasons"].items())
         typer.echo(f"{s['screened']} files screened ({s['done']} scored, {s['no_face']} without a face, "
-                   f"{s['error']} failed), {s['skipped']} already done; {s['video_s']:.0f} video-s in "
-                   f"{s['wall_s']:.1f} s = {s['realtime_factor']:.1f}x real time -> {db}", err=True)
+                   f"{s['error']} failed), {s['skipped']} already done, {s['ignored']} not screened"
+                   f"{f' ({ignored})' if ignored else ''}; {s['video_s']:.0f} video-s in "
+                   f"{s['wall_s']:.1f} s = {s['realtime_factor']:.1f}x real time -> {printable(db)}", err=True)

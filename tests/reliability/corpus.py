@@ -35,9 +35,11 @@ file and malicious pickles whose ``__reduce__`` would create :data:`MARKER`.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import struct
 import wave
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -47,7 +49,7 @@ import numpy as np
 
 from media import face_canvas, write_face_video
 
-EXPECTS = ("face", "no_face", "error", "any")
+EXPECTS = ("face", "no_face", "error", "any", "skipped")
 HOSTILE_NAME = "<img src=x onerror=alert(1)>&.jpg"  # for the HTML report: must come out escaped
 MARKER = "PWNED_marker"  # what a malicious pickle would create next to itself
 
@@ -68,12 +70,13 @@ CLASSES = {
 
 @dataclass(frozen=True)
 class Entry:
-    name: str
+    name: str  # printable (a name that is not UTF-8 or holds control characters is escaped here, not in path)
     path: Path
-    kind: str  # image | video
-    expect: str  # face | no_face | error | any
+    kind: str  # image | video | other (a link or a file no entry point reads)
+    expect: str  # face | no_face | error | any | skipped (listed as not scored, with a reason)
     note: str = ""
     cls: int = 3  # issue 15 class (CLASSES)
+    max_duration_s: float | None = None  # a screened row must not claim a longer duration (None: no check)
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,68 @@ def set_mp4_rotation(path: Path, degrees: int = 90) -> None:
         tkhd[1] = bytes(body)
 
     _edit_mp4(path, edit)
+
+
+def set_mp4_timescale(path: Path, timescale: int = 0) -> None:
+    """Patch the media header (``mdhd``) timescale of the first track: 0 is invalid (FFmpeg reads it as 1,
+    and the frame rate then comes out as 1/1024 fps: a 10-frame clip "lasts" 10240 s)."""
+
+    def edit(top):
+        mdhd = _find(top, b"moov", b"trak", b"mdia", b"mdhd")
+        body = bytearray(mdhd[1])
+        off = 12 if body[0] == 0 else 20  # version/flags, then creation and modification times
+        body[off:off + 4] = struct.pack(">I", timescale)
+        mdhd[1] = bytes(body)
+
+    _edit_mp4(path, edit)
+
+
+def _png_chunk(typ: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + typ + body + struct.pack(">I", zlib.crc32(typ + body) & 0xFFFFFFFF)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose IHDR (CRC valid) claims ``width x height`` RGB px, followed by a few rows of data:
+    a header bomb (a 30000x30000 claim is 2.7 GB as BGR) in well under a kilobyte."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"".join(b"\x00" + b"\x80" * (3 * min(width, 64)) for _ in range(4)))
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b"")
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A *valid* 1-bit greyscale PNG of ``width x height`` black pixels: tiny once deflated, 3 bytes per
+    pixel once OpenCV decodes it to BGR (20000x20000: ~50 KB -> 1.2 GB)."""
+    row = b"\x00" * (1 + (width + 7) // 8)
+    z = zlib.compressobj(9)
+    data = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+
+
+def jpeg_claiming(image: np.ndarray, width: int, height: int) -> bytes:
+    """The JPEG of ``image`` with its frame header (SOF0) patched to claim ``width x height``: libjpeg
+    decodes the few real blocks and fills the rest, so an unguarded decoder allocates (and touches)
+    the whole claimed image."""
+    ok, buf = cv2.imencode(".jpg", image)
+    assert ok
+    b = bytearray(buf.tobytes())
+    i = 2
+    while b[i + 1] != 0xC0:
+        i += 2 + struct.unpack(">H", b[i + 2:i + 4])[0]
+    b[i + 5:i + 9] = struct.pack(">HH", height, width)
+    return bytes(b)
+
+
+def heic_like() -> bytes:
+    """The start of an ISO-BMFF HEIC file (an ``ftyp heic`` box and filler): what an iPhone photo looks
+    like to a decoder-less OpenCV."""
+    ftyp = struct.pack(">I4s4sI", 24, b"ftyp", b"heic", 0) + b"mif1heic"
+    return ftyp + struct.pack(">I4s", 16, b"free") + b"\x00" * 8 + b"\x00" * 512
+
+
+def nonutf8_name(stem: bytes, ext: str) -> str:
+    """A file name that is not valid UTF-8 (Latin-1 bytes), as Python sees it on POSIX (lone surrogates)."""
+    return os.fsdecode(stem + ext.encode())
 
 
 def jpeg_with_exif_orientation(image: np.ndarray, orientation: int) -> bytes:
@@ -323,7 +388,76 @@ def build_media_corpus(folder: str | Path, faces: Sequence[str | Path], *, n_fra
         _bitflip(full, add(f"bitflip{ext}", "video", "any", f"24 flipped bytes in a {codec} file"), seed=len(ext))
         full.unlink()
     tmp.rmdir()
+    entries += _odd_media_and_names(folder, imgs, face, size, n_frames)
     return entries
+
+
+def _odd_media_and_names(folder: Path, imgs, face: np.ndarray, size, n_frames: int) -> list[Entry]:
+    """Class 3: names that are not UTF-8, too long for a crop name, or full of control characters; header
+    and PNG bombs; a float TIFF with a NaN; a zero mdhd timescale; .gif/.mts/.avif/.heic; a symlinked
+    sub-folder and a symlink loop; a file of no media kind."""
+    from edge.inputs import has_image_codec, printable
+
+    out: list[Entry] = []
+
+    def add(name: str, kind: str, expect: str, note: str, sub: str | None = None, **kw) -> Path:
+        p = folder / (sub or ("real" if len(out) % 2 == 0 else "fake")) / name
+        out.append(Entry(printable(name), p, kind, expect, note, **kw))
+        return p
+
+    def img(p: Path, image: np.ndarray) -> None:
+        ok, buf = cv2.imencode(p.suffix if p.suffix.isascii() and p.suffix else ".jpg", image)
+        assert ok, p
+        p.write_bytes(buf.tobytes())
+
+    img(add(nonutf8_name(b"caf\xe9_latin1", ".jpg"), "image", "face", "file name not valid UTF-8 (Latin-1 byte)"),
+        face)
+    img(add("long_" + "x" * 240 + ".jpg", "image", "face", "a 249-byte name (crop names would pass NAME_MAX)"),
+        face_canvas(imgs[1], size))
+    img(add("ctrl_\x1b[31mred\x1b[0m\x07\r.jpg", "image", "face", "ESC sequences, BEL and CR in the name"), face)
+    add("ctrl_\x1b]0;pwned\x07_bad.png", "image", "error", "control characters in the name of a broken file"
+        ).write_text("not an image\n")
+    add("bomb_header_30000.png", "image", "error", "PNG whose IHDR claims 30000x30000 px (2.7 GB as BGR)"
+        ).write_bytes(png_claiming(30000, 30000))
+    add("bomb_header_30000.jpg", "image", "error", "JPEG whose SOF claims 30000x30000 px, 16 KB of data"
+        ).write_bytes(jpeg_claiming(face, 30000, 30000))
+    add("bomb_zlib_20000.png", "image", "error", "valid 1-bit PNG, 20000x20000 px (~50 KB -> 1.2 GB)"
+        ).write_bytes(png_bomb(20000, 20000))
+    nan = face.astype(np.float32) / 255.0
+    nan[10, 10, 1] = np.nan
+    cv2.imwrite(str(add("nan_pixel.tiff", "image", "error", "32-bit float TIFF, one NaN pixel")), nan)
+    ts0 = add("mdhd_timescale0.mp4", "video", "any", "mdhd timescale 0 (FFmpeg: 1/1024 fps, 10240 s)",
+              max_duration_s=3600.0)
+    write_face_video(ts0, imgs[:2], n_frames=n_frames, size=size)
+    set_mp4_timescale(ts0, 0)
+    anim = cv2.Animation()
+    anim.frames = [face_canvas(imgs[i % 3], size, (3 * i, 0)) for i in range(6)]
+    anim.durations = [100] * 6
+    assert cv2.imwriteanimation(str(add("animated.gif", "video", "face", "animated GIF, 6 frames")), anim)
+    write_face_video(add("camcorder.mts", "video", "face", "MPEG-TS (.mts) video"), imgs[:2], n_frames=n_frames,
+                     size=size)
+    avif = add("photo.avif", "image", "face" if has_image_codec(".avif") else "skipped", "AVIF photo")
+    if has_image_codec(".avif"):
+        img(avif, face)
+    else:
+        avif.write_bytes(heic_like().replace(b"heic", b"avif"))
+    add("iphone.heic", "image", "face" if has_image_codec(".heic") else "skipped",
+        "HEIC photo (OpenCV without a HEIF decoder: skipped with a reason)").write_bytes(heic_like())
+    add("notes.txt", "other", "skipped", "a text file in the archive (unsupported extension)").write_text("notes\n")
+    # a symlinked sub-folder (followed) whose target lives outside the corpus, and a loop back to its folder
+    target = folder.parent / f"{folder.name}_link_target"
+    target.mkdir(exist_ok=True)
+    img(target / "face_in_link.jpg", face_canvas(imgs[2], size))
+    for sub, link, to in (("real", "linked_folder", target), ("fake", "loop", folder / "fake")):
+        lp = folder / sub / link
+        if lp.is_symlink():
+            lp.unlink()
+        lp.symlink_to(to, target_is_directory=True)
+    out.append(Entry("real/linked_folder/face_in_link.jpg", folder / "real" / "linked_folder" / "face_in_link.jpg",
+                     "image", "face", "an image in a symlinked sub-folder"))
+    out.append(Entry("fake/loop (symlink to its own folder)", folder / "fake" / "loop", "other", "skipped",
+                     "a symlink loop: listed once as skipped, never walked forever"))
+    return out
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -651,8 +785,8 @@ class SettingCase:
     """An ``ffd`` command line with one bad number (an option or an environment variable).
 
     ``args`` may hold ``{images}``, ``{video}``, ``{model}``, ``{ckpt}``, ``{out}`` and ``{classifier}``;
-    the run must exit 2 with one ``error:`` line that contains ``names`` (the option or variable)
-    and create nothing under ``{out}``."""
+    the run must exit 3 (2: a usage error) with one ``error:`` line that contains ``names`` (the option or
+    variable) and create nothing under ``{out}``."""
 
     name: str
     args: tuple
@@ -716,7 +850,7 @@ SETTING_CASES = (
 # --- class 1: outputs that overwrite inputs or each other ---------------------------------------------
 @dataclass(frozen=True)
 class OutputCase:
-    """An ``ffd`` command line whose output would destroy a file: the run must exit 2 with one
+    """An ``ffd`` command line whose output would destroy a file: the run must exit 3 with one
     ``error:`` line and leave every file of its folder as it was (``setup``: what the folder holds
     before; ``{w}`` is the case's folder, ``{model}`` the classifier, ``{yunet}`` the face detector)."""
 

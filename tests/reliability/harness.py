@@ -6,16 +6,19 @@ Shared by the tests in ``tests/reliability`` and by ``scripts/reliability_report
 * ``face`` / ``no_face`` / ``result``: a correct, complete answer (``result`` where faces do
   not apply, e.g. an evaluation report);
 * ``error``: a recorded error with a message (an error row/record, or one ``error: ...; fix:``
-  line from the CLI with exit status 2);
+  line from the CLI with exit status 3, an FfdError, or 2, a Click usage error);
 * ``crash``: an unexpected exception, a traceback or ``internal error`` on stderr, an exit
-  status other than 0/2, a non-FfdError from a library call;
+  status other than 0/2/3, a non-FfdError from a library call;
 * ``hang``: a subprocess that ran past its timeout;
-* ``lost``: an input that produced no row/record at all.
+* ``lost``: an input that produced no row/record at all (nor a "skipped" listing with a reason);
+* ``skipped``: an input listed as not scored, with its reason (a format without a decoder, a loop);
+* ``wrong``: a result that is there but false (a 10240 s duration for a 1 s clip).
 
 :func:`judge` says whether a result is acceptable for the entry's expectation.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -29,7 +32,9 @@ from typing import Iterable, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
 FFD = [sys.executable, "-m", "ffd"]
-BAD = ("crash", "hang", "lost")
+BAD = ("crash", "hang", "lost", "wrong")
+USAGE_ERROR, USER_ERROR = 2, 3  # exit codes of one clear error: Click's usage error, an FfdError (EXIT_USER_ERROR)
+CLEAR_ERRORS = (USAGE_ERROR, USER_ERROR)
 
 
 @dataclass
@@ -49,16 +54,18 @@ class CliRun:
         out = []
         if self.timed_out:
             out.append(f"timed out after {self.seconds:.0f} s")
-        elif self.rc not in (0, 2):
+        elif self.rc not in (0, *CLEAR_ERRORS):
             out.append(f"exit status {self.rc}")
         if "Traceback" in self.stderr or "Traceback" in self.stdout:
             out.append("traceback shown without --debug")
         if "internal error" in self.stderr:
             out.append("internal error")
-        if self.rc == 2:
+        if "\x1b" in self.stderr or "\x1b" in self.stdout:  # a file name's ESC sequence reached the terminal
+            out.append("raw control character (ESC) printed")
+        if self.rc in CLEAR_ERRORS:
             errs = [ln for ln in self.stderr.splitlines() if ln.startswith("error: ")]
             if len(errs) != 1:
-                out.append(f"exit 2 without exactly one 'error: ...' line: {self.stderr[-300:]!r}")
+                out.append(f"exit {self.rc} without exactly one 'error: ...' line: {self.stderr[-300:]!r}")
         return out
 
     def error_line(self) -> str:
@@ -70,10 +77,10 @@ class CliRun:
 
     def outcome(self, ok_detail: str = "exit 0") -> tuple[str, str]:
         """``(result, detail)`` of the run as a whole: its failure, ``error`` with the one error line
-        (exit 2), or ``result``."""
+        (exit 3 or 2), or ``result``."""
         if self.problems():
             return self.failure()
-        return ("error", self.error_line()) if self.rc == 2 else ("result", ok_detail)
+        return ("error", self.error_line()) if self.rc in CLEAR_ERRORS else ("result", ok_detail)
 
 
 def _missing(run: CliRun, what: str) -> tuple[str, str]:
@@ -138,6 +145,8 @@ def judge(expect: str, result: str) -> bool:
         return True
     if expect == "error":
         return result == "error"
+    if expect == "skipped":
+        return result == "skipped"
     if expect == "result":
         return result in ("face", "no_face", "result")
     return result == expect
@@ -145,6 +154,13 @@ def judge(expect: str, result: str) -> bool:
 
 def _abs(p: Path) -> str:
     return str(Path(p).absolute())
+
+
+def _safe(p) -> str:
+    """A path as ffd stores it in SQLite/CSV (undecodable bytes of a name as \\xNN)."""
+    from edge.inputs import safe_text
+
+    return safe_text(str(p))
 
 
 # --- ffd faces extract --------------------------------------------------------------------------
@@ -157,10 +173,17 @@ def extract_outcomes(corpus: Path, entries, out: Path, *, frames: int = 4, worke
         with open(out / "manifest.csv", newline="") as f:
             for r in csv.DictReader(f):
                 rows.setdefault(r["source"], []).append(r)
+    skipped: dict[str, str] = {}
+    if (out / "skipped.csv").is_file():
+        with open(out / "skipped.csv", newline="") as f:
+            skipped = {r["path"]: r["reason"] for r in csv.DictReader(f)}
     outcomes = []
     for e in entries:
-        rs = rows.get(_abs(e.path), [])
-        if not rs:
+        rs = rows.get(_safe(_abs(e.path)), [])
+        why = skipped.get(_safe(_abs(e.path)))
+        if not rs and why:
+            res, detail = "skipped", why
+        elif not rs:
             res, detail = _missing(run, "no manifest row")
         else:
             n_faces = sum(1 for r in rs if r["path"])
@@ -183,11 +206,13 @@ def detect_image_outcomes(corpus: Path, entries, model: Path, out: Path, timeout
             recs.setdefault(_abs(Path(r["file"])), []).append(r)
     outcomes = []
     for e in entries:
-        if e.kind != "image":
+        if e.kind != "image" and e.expect != "skipped":
             continue
         rs = recs.get(_abs(e.path), [])
         if not rs:
             res, detail = _missing(run, "no record")
+        elif any("skipped" in r for r in rs):
+            res, detail = "skipped", rs[0]["skipped"]
         elif any("error" in r for r in rs):
             res, detail = "error", rs[0]["error"]
         else:
@@ -204,7 +229,7 @@ def detect_video_outcomes(entries, model: Path, max_frames: int = 8) -> list[Out
 
     outcomes = []
     for e in entries:
-        if e.kind != "video":
+        if e.kind != "video" or e.expect == "skipped":
             continue
         try:
             st = run_detect(str(e.path), str(model), max_frames=max_frames, runner_kw={"intra_op_threads": 1})
@@ -230,7 +255,8 @@ def screen_rows(db: Path) -> dict[str, dict]:
     try:
         con.row_factory = sqlite3.Row
         return {r["path"]: dict(r) for r in con.execute(
-            "SELECT path, status, error, error_type, faces_seen, n_frames, screened_at, score FROM results")}
+            "SELECT path, status, error, error_type, faces_seen, n_frames, screened_at, score, duration_s "
+            "FROM results")}
     finally:
         con.close()
 
@@ -250,14 +276,23 @@ def screen_outcomes(corpus: Path, entries, model: Path, db: Path, *, report: Pat
         args += ["--report", report]
     run = run_ffd(args, timeout=timeout, env=env)
     rows = screen_rows(db)
+    try:
+        summary = json.loads(run.stdout.strip().splitlines()[0])
+    except (ValueError, IndexError):
+        summary = {}
+    skipped = {d["path"]: d["reason"] for d in summary.get("ignored_files", [])}
     outcomes = []
     for e in entries:
-        r = rows.get(str(e.path.resolve()))
-        if r is None:
+        r = rows.get(_safe(e.path.resolve()))
+        if r is None and _safe(e.path) in skipped:
+            res, detail = "skipped", skipped[_safe(e.path)]
+        elif r is None:
             res, detail = _missing(run, "no row")
         else:
             res = {"done": "face", "no_face": "no_face", "error": "error"}[r["status"]]
             detail = f"{r['faces_seen']} faces in {r['n_frames']} frames" + (f"; {r['error']}" if r["error"] else "")
+            if e.max_duration_s is not None and (r["duration_s"] or 0) > e.max_duration_s:
+                res, detail = "wrong", f"duration recorded as {r['duration_s']} s ({detail})"
         outcomes.append(Outcome(e.name, "screen", e.expect, res, detail, e.cls))
     return outcomes, run
 
@@ -272,7 +307,7 @@ def eval_image_outcomes(entries, ckpt: Path, good: Sequence[Path], work: Path) -
     from train.evaluate import evaluate
 
     outcomes = []
-    for i, e in enumerate(x for x in entries if x.kind == "image"):
+    for i, e in enumerate(x for x in entries if x.kind == "image" and x.path.is_file()):
         d = work / f"ds{i}"
         for sub, files in (("real", good[:2]), ("fake", good[2:4])):
             (d / sub).mkdir(parents=True, exist_ok=True)
@@ -286,7 +321,7 @@ def eval_image_outcomes(entries, ckpt: Path, good: Sequence[Path], work: Path) -
             res, detail = "error", str(ex)
         except Exception as ex:  # noqa: BLE001
             res, detail = "crash", f"{type(ex).__name__}: {ex}"
-        expect = "error" if e.expect == "error" else "any" if e.expect == "any" else "result"
+        expect = "error" if e.expect == "error" else "any" if e.expect in ("any", "skipped") else "result"
         outcomes.append(Outcome(e.name, "eval (folder dataset)", expect, res, detail, e.cls))
         shutil.rmtree(d, ignore_errors=True)
     return outcomes
@@ -375,7 +410,7 @@ def cli_model_outcomes(model_entries, images: Path, data: Path, timeout: float =
 # --- class 4: bad settings on the command line ---------------------------------------------------
 def settings_outcomes(cases, *, images: Path, video: Path, model: Path, classifier: Path, work: Path,
                       ckpt: Path | None = None, timeout: float = 120, jobs: int = 2) -> list[Outcome]:
-    """Each :class:`corpus.SettingCase` as an ``ffd`` subprocess: a clear error is exit 2 with one
+    """Each :class:`corpus.SettingCase` as an ``ffd`` subprocess: a clear error is exit 3 with one
     ``error:`` line naming the setting, and nothing written under its output folder."""
     import re
     from concurrent.futures import ThreadPoolExecutor
@@ -828,7 +863,7 @@ def _snapshot(folder: Path) -> dict[str, str]:
 def output_outcomes(cases, *, image: Path, video: Path, model: Path, yunet: Path, work: Path,
                     timeout: float = 120, jobs: int = 2) -> list[Outcome]:
     """Each :class:`corpus.OutputCase` as an ``ffd`` subprocess in a fresh folder: a clear error
-    (exit 2, one ``error:`` line) with every file of the folder as it was; any change is ``lost``."""
+    (exit 3, one ``error:`` line) with every file of the folder as it was; any change is ``lost``."""
     import re
     import shutil
     from concurrent.futures import ThreadPoolExecutor
@@ -905,4 +940,367 @@ def crop_name_outcomes(image: Path, yunet: Path, work: Path) -> list[Outcome]:
                                 "result" if kept else "lost", "kept" if kept else "deleted the user's file", 1))
     except FfdError as e:
         outcomes.append(Outcome("crop names / --overwrite", "faces extract", "result", "error", e.message, 1))
+    return outcomes
+
+
+# --- class 3 (names on the terminal) and class 5: failures recorded as results ---------------------------
+def terminal_name_outcomes(work: Path, model: Path) -> list[Outcome]:
+    """A file name full of ESC sequences in a CLI error line and in a detect log: escaped, never raw."""
+    work.mkdir(parents=True, exist_ok=True)
+    evil = work / "x\x1b[2J\x1b]0;pwned\x07"
+    (work / "bad\x1b[31m.mp4").write_text("not a video")
+    out = []
+    for name, args in (("missing source named with ESC sequences", ["faces", "extract", evil, work / "o"]),
+                       ("broken video named with ESC sequences", ["detect", work / "bad\x1b[31m.mp4", "-m", model])):
+        run = run_ffd([*args, "--no-progress"] if args[0] == "faces" else args, timeout=120)
+        res, detail = run.outcome()
+        out.append(Outcome(name, f"ffd {args[0]} (terminal)", "error", res, detail[:120], 3))
+    return out
+
+
+def run_error_outcomes(archive: Path, model: Path, other_weights: Path, classifier: Path, yunet: Path,
+                       work: Path) -> list[Outcome]:
+    """Class 5: a run whose own settings are wrong (a detector that is not one, a decode timeout too short)
+    stops with one error and records nothing; the re-run with the right settings screens every file; a
+    re-run with other weights (same model card) or another detector never reuses rows; a transient error
+    row is retried. ``archive``: a folder of videos/images that all decode."""
+    work.mkdir(parents=True, exist_ok=True)
+    n = len([p for p in archive.iterdir() if p.is_file()])
+
+    def screen(db, *extra, env=None, m=model):
+        run = run_ffd(["screen", archive, "-m", m, "--db", db, "--workers", "0", "--no-progress", "--frames", "4",
+                       *extra], timeout=300, env=env)
+        try:
+            return run, json.loads(run.stdout.splitlines()[0])
+        except (ValueError, IndexError):
+            return run, None
+
+    def case(name, bad_run, db, good_extra=(), good_env=None) -> Outcome:
+        """The bad run: refused (one error, no rows), or rows of which no error would be kept by a re-run
+        (transient kinds only); then the run with the right settings ends with a result for every file."""
+        from edge.screen.db import TRANSIENT_ERRORS
+
+        first, _ = bad_run
+        if first.problems():
+            return Outcome(name, "ffd screen (run-level error)", "result", *first.failure(), 5)
+        kept = [r for r in screen_rows(db).values() if r["status"] == "error" and r["error_type"] not in
+                TRANSIENT_ERRORS]
+        run, s = screen(db, *good_extra, env=good_env)
+        final = screen_rows(db)
+        ok = not kept and run.rc == 0 and len(final) == n and all(r["status"] != "error" for r in final.values())
+        how = f"refused ({first.error_line()[:50]})" if first.rc else f"exit 0, {len(kept)} error rows kept"
+        return Outcome(name, "ffd screen (run-level error)", "result", "result" if ok else "wrong",
+                       f"{how}, then {sum(r['status'] != 'error' for r in final.values())} of {n} with a result", 5)
+
+    out = []
+    db = work / "wrong_detector.sqlite"
+    out.append(case("wrong --detector-model, then the right one", screen(db, "--detector-model", classifier), db,
+                    ("--detector-model", yunet)))
+    db = work / "timeout.sqlite"
+    out.append(case("FFD_DECODE_TIMEOUT_S=1e-6, then the default", screen(
+        db, "--detector-model", yunet, env={"FFD_DECODE_TIMEOUT_S": "0.000001"}), db, ("--detector-model", yunet)))
+    db = work / "weights.sqlite"
+    screen(db, "--detector-model", yunet)
+    run, s = screen(db, "--detector-model", yunet, m=other_weights)
+    ok = s is not None and s["skipped"] == 0 and s["screened"] == n
+    out.append(Outcome("re-run with other weights (same card)", "ffd screen (resume)", "result",
+                       "result" if ok else "wrong", f"{s and s['skipped']} of {n} rows reused", 5))
+    with sqlite3.connect(db) as con:  # as if one file had timed out in the last run
+        victim = con.execute("SELECT path FROM results ORDER BY path LIMIT 1").fetchone()[0]
+        con.execute("UPDATE results SET status='error', error='decoding took longer than 300 s', "
+                    "error_type='DecodeTimeoutError', score=NULL WHERE path=?", (victim,))
+    run, s = screen(db, "--detector-model", yunet, m=other_weights)
+    ok = s is not None and s["screened"] == 1 and s["skipped"] == n - 1
+    out.append(Outcome("a timed-out row, re-run", "ffd screen (resume)", "result", "result" if ok else "wrong",
+                       f"{s and s['screened']} re-screened, {s and s['skipped']} kept", 5))
+    return out
+
+
+# --- class 6: streams (and clusters) that never answer ------------------------------------------
+class SilentServer:
+    """A loopback TCP server that accepts every connection and never sends a byte (a hung RTSP/HTTP
+    server or cluster head): ``with SilentServer() as port: ...``; ``accepted`` counts connections."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port = self._sock.getsockname()[1]
+        self.accepted = 0
+        self._conns: list = []
+        self._thread = threading.Thread(target=self._serve, name="silent-server", daemon=True)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                c, _ = self._sock.accept()
+            except OSError:  # closed
+                return
+            self.accepted += 1
+            self._conns.append(c)  # held open, never answered
+
+    def __enter__(self) -> int:
+        self._thread.start()
+        return self.port
+
+    def __exit__(self, *exc) -> None:
+        self._sock.close()
+        for c in self._conns:
+            c.close()
+
+
+def free_port() -> int:
+    """A loopback port where nothing listens (bound once, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stream_outcomes(model: Path, media: Path, work: Path, *, connect_timeout_s: float = 2.0, limit_s: float = 30.0,
+                    ray: bool | None = None) -> list[Outcome]:
+    """Class 6: ``ffd detect`` on an RTSP and an HTTP server that accept and never answer, and on a
+    port where nothing listens; ``ffd screen --ray`` at a silent and at a closed address. Each must
+    end with one clear error well within ``limit_s`` (the deadline is ``--connect-timeout``, or
+    ``FFD_CONNECT_TIMEOUT_S`` for one case). ``ray``: run the ``--ray`` cases (default: when ray is
+    installed; they need it, as the command does); ``media``: what ``ffd screen`` screens there."""
+    import importlib.util
+
+    if ray is None:
+        ray = importlib.util.find_spec("ray") is not None
+    work.mkdir(parents=True, exist_ok=True)
+    t = f"{connect_timeout_s:g}"
+    outcomes = []
+
+    def judge_run(name: str, entry_point: str, args, env=None) -> Outcome:
+        run = run_ffd(args, timeout=limit_s, env=env)
+        res, detail = run.outcome()
+        if res == "result":
+            res, detail = "crash", f"exit {run.rc} without an error: {run.stderr.strip()[-120:]}"
+        elif res == "error":
+            detail = f"{run.seconds:.1f} s: {run.error_line()[:100]}"
+            if run.seconds > limit_s:
+                res, detail = "hang", f"took {run.seconds:.0f} s"
+        return Outcome(name, entry_point, "error", res, detail, 6)
+
+    with SilentServer() as port:
+        for url in (f"rtsp://127.0.0.1:{port}/live", f"http://127.0.0.1:{port}/clip.mp4"):
+            outcomes.append(judge_run(f"silent server {url.split(':')[0]}", "ffd detect",
+                                      ["detect", url, "-m", model, "--connect-timeout", t]))
+        outcomes.append(judge_run("silent rtsp, FFD_CONNECT_TIMEOUT_S", "ffd detect",
+                                  ["detect", f"rtsp://127.0.0.1:{port}/env", "-m", model],
+                                  env={"FFD_CONNECT_TIMEOUT_S": t}))
+        if ray:
+            outcomes.append(judge_run("silent Ray address", "ffd screen --ray",
+                                      ["screen", media, "-m", model, "--db", work / "silent.sqlite", "--no-progress",
+                                       "--ray", f"127.0.0.1:{port}", "--connect-timeout", t]))
+    closed = free_port()
+    outcomes.append(judge_run("nothing listens (rtsp)", "ffd detect",
+                              ["detect", f"rtsp://127.0.0.1:{closed}/x", "-m", model, "--connect-timeout", t]))
+    if ray:
+        outcomes.append(judge_run("nothing listens (--ray 127.0.0.1:1)", "ffd screen --ray",
+                                  ["screen", media, "-m", model, "--db", work / "closed.sqlite", "--no-progress",
+                                   "--ray", "127.0.0.1:1", "--connect-timeout", t]))
+    return outcomes
+
+
+# --- class 7: SIGTERM and SIGINT ------------------------------------------------------------------
+def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:
+    """``(state, ppid, pgrp, session)`` of a process from /proc, None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def session_processes(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid`` (a child started with ``start_new_session``)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            st = _proc_stat(int(d.name))
+            if st is not None and st[3] == sid and st[0] not in ("Z", "X"):
+                out.append(int(d.name))
+    return out
+
+
+def worker_processes(pid: int) -> list[int]:
+    """Live multiprocessing workers (``spawn_main``) whose parent is ``pid`` (not the resource tracker)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            st = _proc_stat(int(d.name))
+            if st is not None and st[1] == pid and st[0] not in ("Z", "X"):
+                with contextlib.suppress(OSError):
+                    if b"spawn_main" in (d / "cmdline").read_bytes():
+                        out.append(int(d.name))
+    return out
+
+
+def _manifest_sources(manifest: Path) -> list[str]:
+    try:
+        with manifest.open(newline="") as f:
+            return [r["source"] for r in csv.DictReader(f)]
+    except (OSError, KeyError, csv.Error):
+        return []
+
+
+def interrupt_run(args: Sequence, sig: int, ready, *, group: bool = False, timeout: float = 180,
+                  workers: int = 0) -> dict:
+    """Start ``ffd ARGS`` in its own session, wait until ``ready()`` is true (and ``workers`` worker
+    processes run), send ``sig`` -- to the process alone (``kill PID``, ``docker stop``) or to its
+    whole process group (``group``: what Ctrl-C in a terminal does) -- and wait for it to end.
+
+    Returns ``rc``, ``stderr``, ``seconds`` (signal to exit), ``workers_seen`` (worker processes
+    before the signal), ``left`` (processes of its session still alive 10 s after it ended) and
+    ``signalled`` (False when it finished before ``ready()``)."""
+    import signal
+
+    proc = subprocess.Popen([*FFD, *map(str, args)], cwd=ROOT, env=_ffd_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    t0 = time.perf_counter()
+    seen: list[int] = []
+    signalled = False
+    try:
+        while proc.poll() is None and time.perf_counter() - t0 < timeout:
+            seen = worker_processes(proc.pid)
+            if ready() and len(seen) >= workers:
+                break
+            time.sleep(0.05)
+        t_sig = time.perf_counter()
+        if proc.poll() is None:
+            (os.killpg if group else os.kill)(proc.pid, sig)
+            signalled = True
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return {"rc": None, "stderr": err, "stdout": out, "seconds": time.perf_counter() - t0, "left": [],
+                "workers_seen": len(seen), "workers_wanted": workers, "signalled": signalled}
+    seconds = time.perf_counter() - t_sig
+    left = session_processes(proc.pid)
+    deadline = time.perf_counter() + 10  # the resource tracker exits when it reads EOF: give it a moment
+    while left and time.perf_counter() < deadline:
+        time.sleep(0.1)
+        left = session_processes(proc.pid)
+    for pid in left:  # do not leave them behind the test either
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return {"rc": proc.returncode, "stderr": err, "stdout": out, "seconds": seconds, "left": left,
+            "workers_seen": len(seen), "workers_wanted": workers, "signalled": signalled}
+
+
+def judge_interrupt(r: dict, sig: int, kept: bool, kept_what: str) -> tuple[str, str]:
+    """``(result, detail)`` of :func:`interrupt_run`: ``result`` when it exited 128+sig with one line, no
+    traceback, no process left and what was finished ``kept``; else ``crash``/``hang``/``lost``."""
+    lines = [ln for ln in r["stderr"].splitlines() if ln.strip()]
+    if r["rc"] is None:
+        return "hang", f"still running {r['seconds']:.0f} s after the signal"
+    if not r["signalled"]:
+        return "crash", "the run finished before it could be signalled (make the input bigger)"
+    problems = []
+    if r["rc"] != 128 + sig:
+        problems.append(f"exit {r['rc']}, not {128 + sig}")
+    if len(lines) != 1:
+        problems.append(f"{len(lines)} lines on stderr: {r['stderr'][-300:]!r}")
+    if "Traceback" in r["stderr"]:
+        problems.append("a traceback")
+    if r["left"]:
+        problems.append(f"{len(r['left'])} processes left running")
+    if r["workers_seen"] < r.get("workers_wanted", 0):
+        problems.append(f"signalled with {r['workers_seen']} of {r['workers_wanted']} workers running (a weak test)")
+    if problems:
+        return "crash", "; ".join(problems)
+    if not kept:
+        return "lost", f"finished work not kept: {kept_what}"
+    return "result", f"exit {r['rc']} in {r['seconds']:.1f} s, {r['workers_seen']} workers stopped; {lines[0][:90]}"
+
+
+def screen_signal_case(archive: Path, model: Path, work: Path, sig: int, group: bool, *, det=(), frames: int = 12,
+                       workers: int = 2) -> list[Outcome]:
+    """Class 7, ``ffd screen -j N``: ``sig`` once a first row is committed, then the re-run (see
+    :func:`signal_outcomes`)."""
+    import signal
+
+    from edge.screen import discover
+
+    n_files = len(discover([archive]))
+    name = signal.Signals(sig).name + (" to the group (Ctrl-C)" if group else " to the process")
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / f"screen_{int(sig)}.sqlite"
+    for p in work.glob(f"screen_{int(sig)}.sqlite*"):
+        p.unlink()
+    args = ["screen", archive, "-m", model, "--db", db, "--frames", frames, "-j", workers, "--no-progress", *det]
+    r = interrupt_run(args, sig, lambda: _count_rows(db) >= 1, group=group, workers=workers)
+    rows = _count_rows(db)
+    kept = r["signalled"] and rows >= 1 and integrity_ok(db) and \
+        f"{rows} of {n_files} files screened this run, saved in" in r["stderr"]
+    res, detail = judge_interrupt(r, sig, kept, f"{rows} rows in the db; {r['stderr'][-160:]!r}")
+    outcomes = [Outcome(f"{name}, {rows}/{n_files} rows", f"ffd screen -j {workers}", "result", res, detail, 7)]
+    if res == "result":
+        again = run_ffd(args, timeout=300)
+        done = screen_rows(db)
+        ok = again.rc == 0 and not again.problems() and len(done) == n_files
+        outcomes.append(Outcome(f"re-run after {signal.Signals(sig).name}", "ffd screen (resume)", "result",
+                                "result" if ok else "lost", f"exit {again.rc}, {len(done)}/{n_files} rows", 7))
+    return outcomes
+
+
+def extract_signal_case(archive: Path, work: Path, sig: int, group: bool, *, det=(), frames: int = 12,
+                        workers: int = 2) -> list[Outcome]:
+    """Class 7, ``ffd faces extract -j N``: ``sig`` once a first file is in the manifest, then the re-run."""
+    import shutil
+    import signal
+
+    from edge.screen import discover
+
+    n_files = len(discover([archive]))
+    name = signal.Signals(sig).name + (" to the group (Ctrl-C)" if group else " to the process")
+    out = work / f"faces_{int(sig)}"
+    shutil.rmtree(out, ignore_errors=True)
+    manifest = out / "manifest.csv"
+    args = ["faces", "extract", archive, out, "--frames", frames, "-j", workers, "--no-progress", *det]
+    r = interrupt_run(args, sig, lambda: len(set(_manifest_sources(manifest))) >= 1, group=group, workers=workers)
+    listed = set(_manifest_sources(manifest))
+    rows = []
+    with contextlib.suppress(OSError), manifest.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    crops_ok = all((out / row["path"]).is_file() for row in rows if row.get("path"))
+    kept = r["signalled"] and len(listed) >= 1 and crops_ok and \
+        f"{len(listed)} of {n_files} files extracted this run, listed in" in r["stderr"]
+    res, detail = judge_interrupt(r, sig, kept, f"{len(listed)} sources in the manifest, crops ok {crops_ok}")
+    outcomes = [Outcome(f"{name}, {len(listed)}/{n_files} files", f"ffd faces extract -j {workers}", "result", res,
+                        detail, 7)]
+    if res == "result":
+        again = run_ffd(args, timeout=300)
+        with manifest.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        srcs = {row["source"] for row in rows}
+        keys = [(row["source"], row.get("frame", ""), row.get("face_index", "")) for row in rows]
+        ok = again.rc == 0 and not again.problems() and len(srcs) == n_files and len(keys) == len(set(keys))
+        outcomes.append(Outcome(f"re-run after {signal.Signals(sig).name}", "faces extract (resume)", "result",
+                                "result" if ok else "lost", f"exit {again.rc}, {len(srcs)}/{n_files} files, "
+                                f"{len(keys) - len(set(keys))} duplicate rows", 7))
+    return outcomes
+
+
+def signal_outcomes(archive: Path, model: Path, work: Path, *, yunet: Path | None = None, frames: int = 12,
+                    workers: int = 2) -> list[Outcome]:
+    """Class 7: SIGTERM (``kill PID``) and SIGINT to the process group (Ctrl-C) during ``ffd screen -j N``
+    and ``ffd faces extract -j N`` once a first row is finished; then a re-run completes the rest. Each
+    interrupted run must exit 143/130 with one line and no process left, with the finished rows in the
+    db / manifest; the re-run must exit 0 with one row per file (screen) / every file once (extract)."""
+    import signal
+
+    det = ("--detector-model", yunet) if yunet else ()
+    outcomes = []
+    for sig, group in ((signal.SIGTERM, False), (signal.SIGINT, True)):
+        outcomes += screen_signal_case(archive, model, work, sig, group, det=det, frames=frames, workers=workers)
+        outcomes += extract_signal_case(archive, work, sig, group, det=det, frames=frames, workers=workers)
     return outcomes

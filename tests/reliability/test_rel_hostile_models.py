@@ -148,7 +148,7 @@ def test_a_contract_breaking_model_scores_nothing_in_screen(tmp_path, rel_corpus
     db = tmp_path / "s.sqlite"
     run = run_ffd(["screen", folder / "real", "-m", model, "--db", db, "--workers", "0", "--frames", "2",
                    "--no-progress"], timeout=180)
-    assert run.rc == 2 and not run.problems(), run.stderr[-600:]
+    assert run.rc == 3 and not run.problems(), run.stderr[-600:]
     assert "nan.onnx" in run.error_line() and "non-finite" in run.error_line()
     assert not [r for r in screen_rows(db).values() if r["status"] == "done"]
 
@@ -223,6 +223,6 @@ def test_screen_refuses_a_wrong_detector_before_the_first_file(tmp_path, rel_cor
     db = tmp_path / "s.sqlite"
     run = run_ffd(["screen", folder / "real", "-m", rel_model, "--db", db, "--no-progress"], timeout=120,
                   env={"FFD_YUNET_MODEL": str(rel_model)})
-    assert run.rc == 2 and not run.problems(), run.stderr[-500:]
+    assert run.rc == 3 and not run.problems(), run.stderr[-500:]
     assert "not a YuNet face detector" in run.error_line()
     assert not db.exists(), "the database was created before the detector was checked"

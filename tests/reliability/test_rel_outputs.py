@@ -93,7 +93,7 @@ def test_atomic_write_keeps_the_old_file_on_a_full_disk(tmp_path, monkeypatch):
 def test_detect_output_on_the_input_photo_is_refused(photo, rel_model):
     before = _digest(photo)
     r = run_ffd(["detect", photo, "-m", rel_model, "-o", photo])
-    assert r.rc == 2 and "error:" in r.stderr and "photo.jpg" in r.stderr and "Traceback" not in r.stderr
+    assert r.rc == 3 and "error:" in r.stderr and "photo.jpg" in r.stderr and "Traceback" not in r.stderr
     assert _digest(photo) == before
 
 
@@ -123,7 +123,7 @@ def test_failed_start_keeps_an_existing_jsonl(photo, tmp_path, rel_model):
     out = tmp_path / "faces.jsonl"
     out.write_text('{"old": 1}\n{"old": 2}\n')
     r = run_ffd(["detect", photo, "-m", tmp_path / "typo.onnx", "-o", out])
-    assert r.rc == 2 and "error:" in r.stderr
+    assert r.rc == 3 and "error:" in r.stderr
     assert out.read_text() == '{"old": 1}\n{"old": 2}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["faces.jsonl", "photo.jpg"]  # no temporary left
     from edge.detect import detect_sources
@@ -152,7 +152,7 @@ def test_screen_export_or_report_on_the_db_is_refused(screened, rel_model):
     before = _digest(db)
     for opt in ("--export", "--report"):
         r = run_ffd(["screen", arch, "-m", rel_model, "--db", db, opt, db])
-        assert r.rc == 2 and "error:" in r.stderr and "s.json" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert r.rc == 3 and "error:" in r.stderr and "s.json" in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert _digest(db) == before
     from edge.screen.db import export
     from edge.screen.report import write_report
@@ -209,7 +209,7 @@ def test_extract_out_inside_or_equal_to_src_is_refused(tmp_path, london_neutral,
         with pytest.raises(ConfigError, match="OUT"):
             extract_faces(photos, out, detector_model=yunet_model, workers=0, progress=False, overwrite=True)
     r = run_ffd(["faces", "extract", photos, photos, "--overwrite", "--detector-model", yunet_model])
-    assert r.rc == 2 and "error:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.rc == 3 and "error:" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert mine.is_file() and sorted(p.name for p in photos.iterdir()) == ["a.jpg", "crops"]
 
 

@@ -1,6 +1,7 @@
 """Class 4 of issue 15: bad settings. Every numeric option and environment variable is range-checked
 (finite, within bounds) by :mod:`edge.settings`, in the library and at the CLI; the CLI prints one
-``error:`` line naming the option and the allowed range, exits 2, and writes nothing."""
+``error:`` line naming the option and the allowed range, exits 3 (a usage error that Click finds: 2),
+and writes nothing."""
 from __future__ import annotations
 
 import math
@@ -108,3 +109,17 @@ def test_a_usage_error_is_one_line(tmp_path):
         assert run.rc == 2 and not run.problems(), run.stderr
     run = run_ffd(["--help"], timeout=60)
     assert run.rc == 0 and "Usage" in run.stdout
+
+
+def test_exit_codes_tell_a_usage_error_from_a_user_error(tmp_path):
+    """2 stays Click's (the command line is malformed); 3 is every FfdError (a file, model or value to fix)."""
+    import edge.errors as errors
+
+    subclasses = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.FfdError)]
+    assert len(subclasses) >= 10 and {c.exit_code for c in subclasses} == {errors.EXIT_USER_ERROR} == {3}
+    usage = run_ffd(["detect", tmp_path, "-m", tmp_path / "m.onnx", "--no-such-option"], timeout=60)
+    user = run_ffd(["detect", tmp_path, "-m", tmp_path / "m.onnx"], timeout=60)  # the model file is missing
+    value = run_ffd(["detect", tmp_path, "-m", tmp_path / "m.onnx", "--threads", "100000"], timeout=60)
+    assert usage.rc == 2 and not usage.problems(), usage.stderr
+    assert user.rc == 3 and "not found" in user.error_line() and not user.problems(), user.stderr
+    assert value.rc == 3 and "--threads" in value.error_line() and not value.problems(), value.stderr
