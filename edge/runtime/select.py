@@ -143,14 +143,8 @@ def auto_backend(model_path: str | Path, trt_reason: str | None, card: ModelCard
     return "trt", "TensorRT and a GPU are usable; the ONNX is built once into the engine cache"
 
 
-def model_card(model_path: str | Path, backend: str = "auto", **options) -> ModelCard:
-    """The model card of ``model_path`` without opening a runner: what :func:`open_runner` would refuse
-    before any work (a missing file, an unknown backend, ONNX Runtime asked for an engine, options the chosen
-    backend cannot take, ``--backend trt`` without TensorRT) is refused the same way, but no session is
-    created and no engine is built. ``.onnx``: the ``ffd.card`` metadata (or ``options["card"]``), with the
-    graph's input/output types and input size checked against it; engines: the sidecar's card.
-
-    For callers that need the card before their workers open the runner (``ffd screen``: the resume key)."""
+def _check_model_backend(model_path: str | Path, backend: str) -> tuple[Path, bool]:
+    """(path, is it an engine) once the file exists and ``backend`` can run it, else the one-line error."""
     p = Path(model_path)
     if not p.exists():
         raise ModelError("model file not found", path=p, fix="check the path, or run `ffd export` first")
@@ -160,6 +154,18 @@ def model_card(model_path: str | Path, backend: str = "auto", **options) -> Mode
     if backend == "ort" and is_engine:
         raise BackendUnavailableError("ONNX Runtime cannot run a TensorRT engine", path=p,
                                       fix="use --backend trt on a machine with TensorRT, or pass the .onnx")
+    return p, is_engine
+
+
+def model_card(model_path: str | Path, backend: str = "auto", **options) -> ModelCard:
+    """The model card of ``model_path`` without opening a runner: what :func:`open_runner` would refuse
+    before any work (a missing file, an unknown backend, ONNX Runtime asked for an engine, options the chosen
+    backend cannot take, ``--backend trt`` without TensorRT) is refused the same way, but no session is
+    created and no engine is built. ``.onnx``: the ``ffd.card`` metadata (or ``options["card"]``), with the
+    graph's input/output types and input size checked against it; engines: the sidecar's card.
+
+    For callers that need the card before their workers open the runner (``ffd screen``: the resume key)."""
+    p, is_engine = _check_model_backend(model_path, backend)
     route_options(backend, options, "ort" if backend == "auto" else backend)
     if backend == "trt":
         from .trt import _trt
@@ -192,15 +198,7 @@ def open_runner(model_path: str | Path, backend: str = "auto", **options) -> Run
     the user's own options are dropped under ``auto`` and refused (:class:`ConfigError`, before
     anything is built) when the chosen backend cannot take them.
     """
-    p = Path(model_path)
-    if not p.exists():
-        raise ModelError("model file not found", path=p, fix="check the path, or run `ffd export` first")
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
-    is_engine = p.suffix in ENGINE_SUFFIXES
-    if backend == "ort" and is_engine:
-        raise BackendUnavailableError("ONNX Runtime cannot run a TensorRT engine", path=p,
-                                      fix="use --backend trt on a machine with TensorRT, or pass the .onnx")
+    p, is_engine = _check_model_backend(model_path, backend)
     if backend == "auto":
         route_options("auto", options, "ort")  # a name no backend takes: refused whichever runs
         reason = None if is_engine else trt_unusable_reason()
