@@ -68,6 +68,10 @@ def max_image_pixels() -> int:
     return env_number("FFD_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, "max_image_pixels")
 
 
+# the first files of a run that all time out / run out of memory: then it is the run's settings, not the files
+RUN_CHECK_FILES = 3
+
+
 def transient_run_error(types: set, n: int) -> ConfigError:
     """The run's own error when its first ``n`` files all failed with transient error ``types`` (a decode
     timeout too short for these files, too little memory for this many workers), not a fault of each file."""
@@ -237,7 +241,8 @@ def check_pixels(width: int, height: int, path: str | os.PathLike | None = None,
                          fix="downscale the file, or raise FFD_MAX_IMAGE_PIXELS if the memory is there")
 
 
-def _is_alloc_failure(e: BaseException) -> bool:
+def is_alloc_failure(e: BaseException) -> bool:
+    """A MemoryError, or an OpenCV error that says an allocation failed."""
     text = str(e).lower()
     return isinstance(e, MemoryError) or any(k in text for k in ("insufficient memory", "failed to allocate",
                                                                  "out of memory", "bad_alloc"))
@@ -315,7 +320,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     try:
         image = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     except (cv2.error, MemoryError) as e:  # e.g. more pixels than OPENCV_IO_MAX_IMAGE_PIXELS, or no memory
-        if _is_alloc_failure(e):
+        if is_alloc_failure(e):
             raise OutOfMemoryError("out of memory decoding the image", path=path,
                                    fix="free memory (fewer --workers) and re-run; the file is retried") from e
         last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, ModelError
-from ..media import as_bgr
+from ..errors import ConfigError, ModelError, OutOfMemoryError
+from ..media import as_bgr, is_alloc_failure
 
 YUNET_ENV = "FFD_YUNET_MODEL"
 YUNET_FILENAME = "face_detection_yunet.onnx"
@@ -136,9 +136,26 @@ class FaceDetector:
         small = image if scale == 1.0 else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
                                                      interpolation=cv2.INTER_AREA)
         inv = 1.0 / scale
-        dets: list[Detection] = []
         if min(small.shape[:2]) < MIN_DETECT_SIDE:  # no face fits; YuNet returns garbage boxes for 1-2 px inputs
-            return dets
+            return []
+        try:
+            dets = self._run(small, inv)
+        except cv2.error as e:  # the detector model is a setting of the run: its failure is the run's, not the file's
+            if is_alloc_failure(e):
+                raise OutOfMemoryError("out of memory running the face detector",
+                                       fix="free memory (fewer --workers) and re-run; the file is retried") from e
+            msg = (str(e).strip().splitlines() or [""])[-1][:200]
+            raise ModelError(f"the face detector failed on a frame: {msg}", path=getattr(self, "model_path", None),
+                             fix="point --detector-model (or FFD_YUNET_MODEL) at OpenCV Zoo's YuNet model") from e
+        dets = [d for d in dets if _plausible(d, w, h)]
+        dets.sort(key=lambda d: d.area, reverse=True)
+        return dets
+
+    def _run(self, small: np.ndarray, inv: float) -> list[Detection]:
+        """The raw detections of the network on ``small``, in the input image's pixels (``inv``: 1/scale)."""
+        import cv2
+
+        dets: list[Detection] = []
         if self.kind == "yunet":
             sh, sw = small.shape[:2]
             if self._size != (sw, sh):
@@ -154,8 +171,6 @@ class FaceDetector:
             min_side = max(20, int(min(small.shape[:2]) * 0.08))
             for x, y, bw, bh in self._net.detectMultiScale(grey, 1.1, 5, minSize=(min_side, min_side)):
                 dets.append(Detection((x * inv, y * inv, bw * inv, bh * inv), 1.0, None))
-        dets = [d for d in dets if _plausible(d, w, h)]
-        dets.sort(key=lambda d: d.area, reverse=True)
         return dets
 
 

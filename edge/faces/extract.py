@@ -46,8 +46,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..errors import ConfigError, FfdError, InputError, ModelError
-from ..media import VideoReader, is_video, read_image
+from ..errors import ConfigError, FfdError, InputError
+from ..media import RUN_CHECK_FILES, VideoReader, is_video, read_image
 from ..outputs import atomic_write_text
 from ..spec import PreprocessSpec
 from .crop import crop_face, transform_points
@@ -237,16 +237,7 @@ def _face_rows(image: np.ndarray, stem: str, base: dict, dense: np.ndarray | Non
 
     spec, out = _STATE["spec"], _STATE["out"]
     where = {"frame": frame, "time_s": "" if time_s == "" else round(float(time_s), 3)}
-    try:
-        dets = _STATE["detector"].detect(image)
-    except cv2.error as e:  # the detector model is a setting of the run: its failure stops the run
-        from ..media import _is_alloc_failure
-
-        if _is_alloc_failure(e):
-            raise
-        raise ModelError(f"the face detector failed on a frame: {(str(e).strip().splitlines() or [''])[-1][:200]}",
-                         path=getattr(_STATE["detector"], "model_path", None),
-                         fix="point --detector-model (or FFD_YUNET_MODEL) at OpenCV Zoo's YuNet model") from e
+    dets = _STATE["detector"].detect(image)  # its failure is a ModelError (the run stops) or an OutOfMemoryError
     if not dets:
         return [{**base, **where, "error": NO_FACE}]
     if _STATE["policy"] == "largest":
@@ -333,7 +324,7 @@ def _extract_source(task: tuple[str, ...]) -> list[dict]:
     import cv2
 
     from ..inputs import name_error, safe_text
-    from ..media import _is_alloc_failure
+    from ..media import is_alloc_failure
 
     source, key, label, method, group, split = task
     path = Path(source)
@@ -359,7 +350,7 @@ def _extract_source(task: tuple[str, ...]) -> list[dict]:
     except MemoryError:
         return [{**base, "error": "out of memory", TRANSIENT: "OutOfMemoryError"}]
     except cv2.error as e:
-        if _is_alloc_failure(e):
+        if is_alloc_failure(e):
             return [{**base, "error": "out of memory", TRANSIENT: "OutOfMemoryError"}]
         rows.append({**base, "error": safe_text(f"OpenCV error: {(str(e).strip().splitlines() or [''])[-1]}")})
     except OSError as e:  # a crop that cannot be written (a name too long, a path over PATH_MAX): this file's
@@ -367,7 +358,6 @@ def _extract_source(task: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-RUN_CHECK_FILES = 3  # the first files of a run that all time out / run out of memory: the run's settings
 TRANSIENT = "_transient"  # key of the one row of a file that failed transiently (not written: retried next run)
 
 

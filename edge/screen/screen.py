@@ -34,7 +34,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, FfdError, InputError, ModelError, OutOfMemoryError
+from ..errors import ConfigError, FfdError, InputError
+from ..media import RUN_CHECK_FILES
 from .db import TRANSIENT_ERRORS, ResultsDB, content_hash
 
 @dataclass(frozen=True)
@@ -116,12 +117,7 @@ def run_fingerprint(model: str | os.PathLike, card, detector_model, settings: "S
     sampling/aggregation settings. A re-run resumes only rows with the same fingerprint."""
     import hashlib
 
-    def sha(path) -> str:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+    from ..runtime.engine_cache import sha256_file as sha
 
     det: dict = {"kind": card.spec.detector}
     if card.spec.detector == "yunet":
@@ -197,14 +193,14 @@ def sample_file(path: str, kind: str, settings: ScreenSettings, detector, spec) 
 
     from ..faces import crop_face
 
-    from ..media import _is_alloc_failure
+    from ..media import is_alloc_failure
 
     t0 = time.perf_counter()
     s = FileSample(path=str(path), kind=kind)
     crops = []
     try:
         for idx, t, frame in _iter_frames(str(path), kind, settings, s):
-            dets = _detect(detector, frame)[: settings.max_faces]
+            dets = detector.detect(frame)[: settings.max_faces]
             s.frames.append({"frame": int(idx), "t": round(float(t), 3), "faces": len(dets),
                              "boxes": [[round(float(v), 1) for v in d.box] for d in dets]})
             for d in dets:
@@ -216,29 +212,12 @@ def sample_file(path: str, kind: str, settings: ScreenSettings, detector, spec) 
         raise
     except (cv2.error, OSError, MemoryError) as e:  # decoder failures of this one file
         s.error = (str(e).strip().splitlines() or [""])[-1][:500] or type(e).__name__
-        s.error_type = "OutOfMemoryError" if _is_alloc_failure(e) else type(e).__name__
+        s.error_type = "OutOfMemoryError" if is_alloc_failure(e) else type(e).__name__
     if crops:
         s.crops = np.stack(crops)
     s.elapsed_s = time.perf_counter() - t0
     s.read_stat()
     return s
-
-
-def _detect(detector, frame):
-    """The detector on one frame; its own failure is the run's (the detector model is a setting), not the file's."""
-    import cv2
-
-    from ..media import _is_alloc_failure
-
-    try:
-        return detector.detect(frame)
-    except cv2.error as e:
-        if _is_alloc_failure(e):
-            raise OutOfMemoryError("out of memory running the face detector", fix="free memory (fewer --workers) "
-                                   "and re-run; the file is retried") from e
-        msg = (str(e).strip().splitlines() or [""])[-1][:200]
-        raise ModelError(f"the face detector failed on a frame: {msg}", path=getattr(detector, "model_path", None),
-                         fix="point --detector-model (or FFD_YUNET_MODEL) at OpenCV Zoo's YuNet model") from e
 
 
 def is_transient(row: dict) -> bool:
@@ -318,7 +297,7 @@ def _pool_worker_init(*init_args) -> None:
 
 def score_sample(fd, sample: FileSample, settings: ScreenSettings) -> dict:
     """Classify the crops of ``sample`` with the ForgeryDetector ``fd`` and build the row (local and Ray)."""
-    from ..media import _is_alloc_failure
+    from ..media import is_alloc_failure
 
     scores = None
     if sample.crops is not None and sample.error_type not in TRANSIENT_ERRORS:
@@ -327,7 +306,7 @@ def score_sample(fd, sample: FileSample, settings: ScreenSettings) -> dict:
         except FfdError:  # a model that breaks its contract: the run stops
             raise
         except Exception as e:  # an allocation failure is this run's, retried next time; anything else a bug
-            if not _is_alloc_failure(e):
+            if not is_alloc_failure(e):
                 raise
             sample.error, sample.error_type = "out of memory scoring the faces", "OutOfMemoryError"
     return finish_row(sample, scores, fd.card, settings)
@@ -543,7 +522,6 @@ def screen_archive(paths: Sequence[str | os.PathLike], model: str | os.PathLike,
     return summary
 
 
-RUN_CHECK_FILES = 3  # the first files of a run that all time out / run out of memory: the run's settings
 
 
 def run_level_error(rows: list[dict]) -> FfdError:
