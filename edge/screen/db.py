@@ -41,12 +41,12 @@ import sqlite3
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import ConfigError, FfdError
+from ..errors import ConfigError, DecodeTimeoutError, FfdError, OutOfMemoryError
 from ..inputs import safe_text
 
 SCHEMA_VERSION = 2
 # error types retried by the next run (the fault is the run's resources or deadline, not the file's)
-TRANSIENT_ERRORS = ("DecodeTimeoutError", "OutOfMemoryError", "MemoryError")
+TRANSIENT_ERRORS = tuple(c.__name__ for c in (DecodeTimeoutError, OutOfMemoryError, MemoryError))  # FfdError.transient
 MIB = 1 << 20
 
 COLUMNS = ("path", "size", "mtime", "content_hash", "kind", "status", "score", "label", "aggregation",
