@@ -13,10 +13,17 @@ Thread-safety: an instance owns its runner and its OpenCV face detector, neither
 safe to share between threads. Use one ``ForgeryDetector`` per thread (or process); close it
 with :meth:`close` or a ``with`` block. ``ffd detect`` itself (images, folders, videos, cameras) is
 :mod:`edge.detect`.
+
+Heatmaps (``heatmaps=True``, or per call): for every face at or above the card's threshold the result
+carries an exact class-activation map (:mod:`edge.heatmap`) at crop size in ``FaceResult.heatmap`` and the
+crop in ``FaceResult.crop``. It costs the copy of the model's ``features`` output and one small
+``einsum`` per flagged face. A model exported without that output warns once
+(:class:`HeatmapUnavailableWarning`) and runs without heatmaps, its scores unchanged.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -31,6 +38,10 @@ from .spec import ModelCard, preprocess
 DEFAULT_DET_MAX_SIDE = 640  # px: the longer side frames are downscaled to for face detection
 
 
+class HeatmapUnavailableWarning(UserWarning):
+    """Heatmaps were asked of a model exported without the ``features`` output (the run goes on without them)."""
+
+
 @dataclass
 class FaceResult:
     """One face in a frame: ``box`` (x, y, w, h) in frame pixels, ``score`` = P(fake), ``label`` per the card."""
@@ -42,6 +53,9 @@ class FaceResult:
     label: str
     track_id: int | None = None  # set by trackers built on top (edge pipelines); None here
     extra: dict = field(default_factory=dict)
+    # heatmaps on request, for faces at or above the threshold: float32 (S, S) in [0, 1] over the crop, the crop
+    heatmap: np.ndarray | None = field(default=None, compare=False, repr=False)
+    crop: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         """The rounded record fields of every ``ffd detect`` line (box, det_score, score, label; ``track_id``
@@ -64,13 +78,14 @@ class ForgeryDetector:
     :func:`~edge.runtime.open_runner`, which routes it (:func:`~edge.runtime.route_options`: e.g.
     ``intra_op_threads`` for ONNX Runtime, ``cuda_graph`` for TensorRT; wrap a value in
     :class:`~edge.runtime.Default` when it is a layer's choice, not the user's). ``card``: the card of an
-    ONNX without one (ONNX Runtime). Faces are classified in batches of ``batch_size``.
+    ONNX without one (ONNX Runtime). Faces are classified in batches of ``batch_size``. ``heatmaps``: the default
+    of :meth:`process_batch` (a heatmap per face at or above the threshold; see the module docstring).
     """
 
     def __init__(self, model_path: str | os.PathLike, backend: str = "auto",
                  detector_model: str | os.PathLike | None = None, batch_size: int = 32,
                  max_faces: int | None = None, min_face: float = 0.0, card: ModelCard | None = None,
-                 det_max_side: int = DEFAULT_DET_MAX_SIDE, **runner_kw):
+                 det_max_side: int = DEFAULT_DET_MAX_SIDE, heatmaps: bool = False, **runner_kw):
         from .runtime import Default, open_runner
 
         from .settings import check
@@ -91,6 +106,11 @@ class ForgeryDetector:
         self._detector_model = detector_model
         self.det_max_side = int(det_max_side)
         self._detector: FaceDetector | None = None  # built on first use: classify_crops needs none
+        from .heatmap import cam_head
+
+        self._cam_head = cam_head(self.card) if self.runner.has_features else None
+        self._heatmap_warned = False
+        self.heatmaps = bool(heatmaps) and self._heatmaps_on()  # a model without the output says so now, once
         from .faces.detector import YUNET_ENV, check_yunet_model, find_yunet_model
 
         if self.spec.detector == "yunet" and (detector_model or os.environ.get(YUNET_ENV)):
@@ -180,21 +200,81 @@ class ForgeryDetector:
         scores.append(pending.result())
         return np.concatenate(scores)
 
-    # --- frames ----------------------------------------------------------------------------
-    def process(self, frame_bgr: np.ndarray) -> list[FaceResult]:
-        return self.process_batch([frame_bgr])[0]
+    # --- heatmaps ---------------------------------------------------------------------------
+    @property
+    def heatmaps_available(self) -> bool:
+        """Whether the model has the ``features`` output and the card its CAM head (no warning)."""
+        return self._cam_head is not None
 
-    def process_batch(self, frames_bgr: Sequence[np.ndarray]) -> list[list[FaceResult]]:
-        """Detect in every frame, classify all their faces together (batched), one list per frame."""
+    def _heatmaps_on(self) -> bool:
+        """Heatmaps were asked for: True when the model can give them, else one warning per detector."""
+        if self._cam_head is not None:
+            return True
+        if not self._heatmap_warned:
+            self._heatmap_warned = True
+            msg = (f"{getattr(self.runner, 'path', 'the model')}: exported without the heatmap output "
+                   "('features'), so no heatmaps; scores are unaffected. Fix: re-export with `ffd export CKPT "
+                   "--heatmap` (a global-average-pool + linear head), then quantize again")
+            warnings.warn(msg, HeatmapUnavailableWarning, stacklevel=3)  # `ffd` shows it as one line
+        return False
+
+    def classify_crops_with_heatmaps(self, crops_bgr: Sequence[np.ndarray],
+                                     only_flagged: bool = True) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        """``(scores (N,), heatmaps)``: :meth:`classify_crops` plus, per crop, its heatmap (float32 at crop size,
+        in [0, 1]) when its score is at or above the card's threshold (every crop with ``only_flagged=False``),
+        else ``None``. A model without the features output: one warning, scores as :meth:`classify_crops`, no maps."""
+        from .heatmap import heatmap
+
+        if not self._heatmaps_on():
+            scores = self.classify_crops(crops_bgr)
+            return scores, [None] * len(scores)
+        scores, maps = [], []
+        for i in range(0, len(crops_bgr), self.batch_size):
+            chunk = crops_bgr[i:i + self.batch_size]
+            sc, feats = self.runner.infer_with_features(self.prepare(chunk))
+            scores.append(sc)
+            for c, s_, f in zip(chunk, sc, feats):
+                want = not only_flagged or float(s_) >= self.card.threshold
+                maps.append(heatmap(f, self._cam_head, c.shape[:2]) if want else None)
+        return (np.concatenate(scores) if scores else np.zeros((0,), np.float32)), maps
+
+    def cams(self, crops_bgr: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(scores, raw CAMs (N, h, w))`` of crops (``None`` without the features output): the exact maps
+        (:func:`edge.heatmap.cam`, ``mean + card bias == logit``), for analysis and checks."""
+        from .heatmap import cam
+
+        if self._cam_head is None:
+            return self.classify_crops(crops_bgr), None
+        sc, feats = self.runner.infer_with_features(self.prepare(crops_bgr))
+        return sc, cam(feats, self._cam_head)
+
+    # --- frames ----------------------------------------------------------------------------
+    def process(self, frame_bgr: np.ndarray, heatmaps: bool | None = None) -> list[FaceResult]:
+        return self.process_batch([frame_bgr], heatmaps=heatmaps)[0]
+
+    def process_batch(self, frames_bgr: Sequence[np.ndarray], heatmaps: bool | None = None) -> list[list[FaceResult]]:
+        """Detect in every frame, classify all their faces together (batched), one list per frame.
+
+        ``heatmaps`` (default: the detector's ``heatmaps``): faces at or above the threshold get
+        ``FaceResult.heatmap`` and ``FaceResult.crop``."""
         per_frame, crops = [], []
         for frame in frames_bgr:
             dets, frame_crops = self.detect_and_crop(frame)
             per_frame.append(dets)
             crops.extend(frame_crops)
-        scores = self.classify_crops(crops)
+        want = self.heatmaps if heatmaps is None else bool(heatmaps)
+        if want:
+            scores, maps = self.classify_crops_with_heatmaps(crops)
+        else:
+            scores, maps = self.classify_crops(crops), None
         out, k = [], 0
         for dets in per_frame:
-            out.append(self.face_results(dets, scores[k:k + len(dets)]))
+            res = self.face_results(dets, scores[k:k + len(dets)])
+            if maps is not None:
+                for j, r in enumerate(res):
+                    if maps[k + j] is not None:
+                        r.heatmap, r.crop = maps[k + j], crops[k + j]
+            out.append(res)
             k += len(dets)
         return out
 

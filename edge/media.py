@@ -351,11 +351,26 @@ class VideoInfo:
     height: int
 
 
-def _new_capture(path: Path, timeout_s: float | None = None):
-    """An FFmpeg capture whose blocking open and reads give up after ``timeout_s``."""
+def _new_capture(path: Path, timeout_s: float | None = None, decoder: str = "opencv"):
+    """A capture of ``decoder`` (:mod:`edge.decoders`) whose blocking open and reads give up after ``timeout_s``:
+    OpenCV's FFmpeg back-end (``opencv``), PyAV (``pyav``), GStreamer with nvv4l2decoder (``gstreamer``; None
+    when no pipeline covers the file) or PyNvVideoCodec (``nvdec``)."""
     import cv2
 
-    ms = int(1000 * (timeout_s or decode_timeout_s()))
+    timeout_s = timeout_s or decode_timeout_s()
+    if decoder == "pyav":
+        from .decoders import PyAVCapture
+
+        return PyAVCapture(path, timeout_s)
+    if decoder == "gstreamer":
+        from .decoders import gstreamer_capture
+
+        return gstreamer_capture(path)
+    if decoder == "nvdec":
+        from .decoders import NvdecCapture
+
+        return NvdecCapture(path)
+    ms = int(1000 * timeout_s)
     return cv2.VideoCapture(str(path), cv2.CAP_FFMPEG,
                             [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
 
@@ -380,28 +395,52 @@ def _info(cap) -> VideoInfo:
                      width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
 
 
-def open_video(path: str | os.PathLike, timeout_s: float | None = None):
-    """-> (an opened FFmpeg ``cv2.VideoCapture`` with open/read timeouts, its :class:`VideoInfo`).
+def open_video(path: str | os.PathLike, timeout_s: float | None = None, decoder: str | None = None,
+               _used: list | None = None):
+    """-> (an opened capture with open/read timeouts, its :class:`VideoInfo`): ``decoder`` (default
+    :func:`edge.decoders.select_decoder`: ``--decoder``/``FFD_DECODER``/auto) reads it; every capture has
+    ``cv2.VideoCapture``'s ``read()``, ``grab()``, ``retrieve()`` and ``release()``.
 
-    InputError naming the file when it is missing, empty or does not open; the caller releases it.
+    InputError naming the file when it is missing, empty or does not open; the caller releases it. A hardware
+    decoder (``gstreamer``, ``nvdec``) that cannot open the file hands it to the software one; its
+    :class:`VideoInfo` is always the container's, probed by FFmpeg.
     """
+    from .decoders import select_decoder, software_decoder
+
     path = Path(path)
     _check_file(path)
-    cap = _new_capture(path, timeout_s)
+    decoder = decoder or select_decoder()[0]
+    probe = None
+    if decoder in ("gstreamer", "nvdec"):  # their frame counts and rates are not the container's
+        probe = _new_capture(path, timeout_s)
+        cap = _new_capture(path, timeout_s, decoder) if probe.isOpened() else None
+        if cap is None or not cap.isOpened():
+            if cap is not None:
+                cap.release()
+            cap, decoder = probe, "opencv"
+            if software_decoder() == "pyav":
+                probe.release()
+                probe, cap, decoder = None, _new_capture(path, timeout_s, "pyav"), "pyav"
+    else:
+        cap = _new_capture(path, timeout_s, decoder)
+    if _used is not None:
+        _used.append(decoder)
     if not cap.isOpened():
         cap.release()
         raise InputError("cannot open video (not a video, corrupt or truncated)", path=path,
                          fix="re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4) or remove it")
-    info = _info(cap)
+    info = _info(probe if probe is not None else cap)
+    if probe is not None and probe is not cap:
+        probe.release()
     if info.width * info.height > max_image_pixels():
         cap.release()
         check_pixels(info.width, info.height, path, "video frame")
     return cap, info
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """fps, frame count, duration and size from the container (no frame is decoded)."""
-    cap, info = open_video(path)
+def probe_video(path: str | os.PathLike, decoder: str | None = None) -> VideoInfo:
+    """fps, frame count, duration and size from the container."""
+    cap, info = open_video(path, decoder=decoder)
     cap.release()
     return info
 
@@ -480,17 +519,30 @@ class VideoReader:
     what was used. A sequential pass holds its samples (at most ``hold_bytes``, default 256 MB) until it
     reaches the last one, so that a container claiming more frames than decode still gives exactly the
     uniform samples of the frames that do.
+
+    ``decoder`` (default :func:`edge.decoders.select_decoder`: ``FFD_DECODER`` or auto): ``pyav``, ``opencv``,
+    ``gstreamer`` or ``nvdec``; ``decoder`` and ``decoder_reason`` say which read the file and why. Every
+    back-end gives the same indices; a timestamp is the frame's pts where the back-end gives it (``pyav``:
+    exact for variable frame rates too), else ``index / fps``. ``frames(keyframes=True)`` samples the
+    keyframes only (their exact indices and pts from the container, :func:`edge.decoders.keyframe_times`).
     """
 
     def __init__(self, path: str | os.PathLike, timeout_s: float | None = None,
-                 hold_bytes: int = DEFAULT_HOLD_BYTES):
+                 hold_bytes: int = DEFAULT_HOLD_BYTES, decoder: str | None = None):
         self.path = Path(path)
+        from .decoders import select_decoder
         from .settings import RANGES, check
 
         self.timeout_s = decode_timeout_s() if timeout_s is None else \
             check("timeout_s", timeout_s, *RANGES["decode_timeout_s"])
+        self.decoder, self.decoder_reason = select_decoder(decoder)
         self._deadline = time.monotonic() + self.timeout_s
-        self._cap, self.info = open_video(self.path, self.timeout_s)
+        used: list[str] = []
+        self._cap, self.info = open_video(self.path, self.timeout_s, self.decoder, _used=used)
+        if used and used[0] != self.decoder:
+            self.decoder_reason = f"{self.decoder} could not open the file; {used[0]} read it"
+            self.decoder = used[0]
+        self._times: dict[int, float] = {}  # exact timestamps of sampled frames, where the back-end gives them
         self.truncated = False
         self.decoded: int | None = None
         self.hold_bytes = hold_bytes
@@ -509,7 +561,19 @@ class VideoReader:
             self._cap = None
 
     def _time(self, index: int) -> float:
+        t = self._times.get(index)
+        if t is not None:
+            return t
         return index / self.info.fps if self.info.fps else 0.0
+
+    def extend_deadline(self, seconds: float) -> None:
+        """Move the per-file deadline by ``seconds`` the caller spent not decoding (a full prefetch queue)."""
+        self._deadline += max(0.0, seconds)
+
+    def _note_time(self, index: int) -> None:
+        t = getattr(self._cap, "frame_time", None)
+        if t is not None:
+            self._times[index] = t
 
     def _check_time(self) -> None:
         if time.monotonic() > self._deadline:
@@ -533,7 +597,7 @@ class VideoReader:
 
     def _restart(self) -> None:
         self._cap.release()
-        self._cap = _new_capture(self.path, self.timeout_s)
+        self._cap = _new_capture(self.path, self.timeout_s, self.decoder)
 
     def _count_frames(self) -> int:
         """Frames that really decode (grab() decodes without the colour conversion)."""
@@ -555,6 +619,7 @@ class VideoReader:
                 frame = self._read()
                 if frame is None:
                     break
+                self._note_time(i)
                 yield i, self._time(i), as_bgr(frame)
             elif not self._grab():
                 break
@@ -571,6 +636,8 @@ class VideoReader:
             self.strategy = "sequential"
             yield from self._sequential(set(uniform_indices(self._count_frames(), n_frames)).__contains__)
             return
+        if self.decoder in ("gstreamer", "nvdec"):  # hardware decoders are read in order
+            strategy = "sequential"
         if strategy == "auto":
             if choose_strategy(self.info.frame_count, len(targets), 1) == "seek":  # not sequential whatever the GOP
                 self.gop = keyframe_interval(self.path)
@@ -590,6 +657,7 @@ class VideoReader:
                 if frame is None:
                     break
                 done.add(idx)
+                self._note_time(idx)
                 yield idx, self._time(idx), as_bgr(frame)
         if len(done) < len(targets):  # seek failed or the count is unreliable
             rest = set(uniform_indices(self._count_frames(), n_frames)) - done
@@ -635,11 +703,56 @@ class VideoReader:
         for j in sorted(keep):
             yield j, self._time(j), keep[j]
 
+    def _keyframes(self, n_frames: int | None) -> Iterator[SampledFrame]:
+        """The keyframes (``n_frames`` of them spread uniformly, or all): indices and pts from the container;
+        PyAV decodes nothing else (``skip_frame = "NONKEY"``), other back-ends seek to each (one frame each)."""
+        from .decoders import keyframe_table
+
+        self.strategy = "keyframes"
+        keys = keyframe_table(self.path)
+        if keys is None:
+            if not _have_av():
+                from .errors import MissingDependencyError
+
+                raise MissingDependencyError("av", "av", "sampling keyframes (--sample keyframes): they are "
+                                                         "found in the container by PyAV")
+            raise InputError("cannot read the keyframes of the video (the container does not demux)",
+                             path=self.path, fix="re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4) or remove it")
+        if n_frames is not None and n_frames < len(keys):
+            keys = [keys[j] for j in uniform_indices(len(keys), n_frames)]
+        if self.decoder == "pyav":  # the decoder gives back the keyframes' pts: pts -> (index, time)
+            by_pts = {pts: (i, t) for i, t, pts in keys}
+            for _t, pts, frame in self._cap.keyframes(set(by_pts) if n_frames is not None else None):
+                self._check_time()
+                hit = by_pts.get(pts)
+                if hit is None:  # not one of the keyframes asked for
+                    continue
+                self._times[hit[0]] = hit[1]
+                yield hit[0], hit[1], as_bgr(frame)
+            return
+        for i, t, _ in keys:
+            self._times[i] = t
+        targets = [i for i, _, _ in keys]
+        done: set[int] = set()
+        for idx in targets:
+            frame = self._read(idx)
+            if frame is None:
+                break
+            done.add(idx)
+            yield idx, self._time(idx), as_bgr(frame)
+        rest = set(targets) - done
+        if rest:  # seeks failed: one pass over the file up to the last keyframe left
+            self._restart()
+            yield from self._sequential(rest.__contains__, stop_after=max(rest))
+
     def frames(self, n_frames: int | None = None, every: int | None = None,
-               strategy: str = "auto") -> Iterator[SampledFrame]:
-        """Yield ``(index, timestamp_s, frame)``: N uniform frames, every k-th frame, or all frames.
+               strategy: str = "auto", keyframes: bool = False) -> Iterator[SampledFrame]:
+        """Yield ``(index, timestamp_s, frame)``: N uniform frames, every k-th frame, or all frames; with
+        ``keyframes``, the keyframes only (``n_frames``: that many of them, spread uniformly).
 
         ``strategy`` (uniform frames only): ``auto``, ``seek`` or ``sequential`` (see the class)."""
+        if keyframes and every is not None:
+            raise ConfigError("keyframe sampling takes n_frames (how many keyframes), not every")
         if n_frames is not None and every is not None:
             raise ConfigError("give either n_frames or every, not both")
         if (n_frames is not None and n_frames < 1) or (every is not None and every < 1):
@@ -647,7 +760,9 @@ class VideoReader:
         if strategy not in STRATEGIES:
             raise ConfigError(f"unknown sampling strategy {strategy!r}", fix=f"use one of {', '.join(STRATEGIES)}")
         step = every or 1
-        if n_frames:
+        if keyframes:
+            frames = self._keyframes(n_frames)
+        elif n_frames:
             frames = self._uniform(n_frames, strategy)
         else:
             self.strategy = "sequential"
@@ -662,10 +777,18 @@ class VideoReader:
 
 
 def iter_video_frames(path: str | os.PathLike, n_frames: int | None = None,
-                      every: int | None = None, strategy: str = "auto") -> Iterator[SampledFrame]:
+                      every: int | None = None, strategy: str = "auto", keyframes: bool = False,
+                      decoder: str | None = None) -> Iterator[SampledFrame]:
     """Open, sample and close a video: ``(frame_index, timestamp_s, uint8 BGR frame)`` per sample.
 
-    ``n_frames``: N frames uniformly over the video; ``every``: every k-th frame; neither: all.
-    ``strategy``: how uniform frames are read (:class:`VideoReader`)."""
-    with VideoReader(path) as reader:
-        yield from reader.frames(n_frames=n_frames, every=every, strategy=strategy)
+    ``n_frames``: N frames uniformly over the video; ``every``: every k-th frame; neither: all;
+    ``keyframes``: the keyframes (``n_frames`` of them, or all). ``strategy``: how uniform frames are read,
+    ``decoder``: which back-end reads them (:class:`VideoReader`)."""
+    with VideoReader(path, decoder=decoder) as reader:
+        yield from reader.frames(n_frames=n_frames, every=every, strategy=strategy, keyframes=keyframes)
+
+
+def _have_av() -> bool:
+    from .decoders import have_av
+
+    return have_av()

@@ -178,7 +178,29 @@ def connect_timeout_s(value: float | None = None, name: str = "connect_timeout_s
     return float(env_number("FFD_CONNECT_TIMEOUT_S", DEFAULT_CONNECT_TIMEOUT_S, "connect_timeout_s"))
 
 
+# environment variables that name one of a few choices: name -> the choices (the first is the default)
+ENV_CHOICES: dict[str, tuple[str, ...]] = {
+    "FFD_DECODER": ("auto", "pyav", "opencv", "gstreamer", "nvdec"),  # edge.decoders.select_decoder
+}
+
+
+def env_choice(var: str) -> str:
+    """Environment variable ``var`` of :data:`ENV_CHOICES` (lower-cased; its default when unset or empty);
+    any other value is a ConfigError naming the variable and the choices."""
+    choices = ENV_CHOICES[var]
+    raw = os.environ.get(var, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{var} must be one of {', '.join(choices)}, got {os.environ[var]!r}",
+                          fix=f"set {var} to one of {', '.join(choices)}, or unset it for {choices[0]}")
+    return raw
+
+
 def check_environment() -> None:
-    """Every numeric environment variable of :data:`ENV_NUMBERS`, checked once (ConfigError naming it)."""
+    """Every numeric environment variable of :data:`ENV_NUMBERS` and every choice of :data:`ENV_CHOICES`,
+    checked once (ConfigError naming it)."""
     for var, (range_name, default) in ENV_NUMBERS.items():
         env_number(var, default, range_name)
+    for var in ENV_CHOICES:
+        env_choice(var)

@@ -7,11 +7,19 @@ writes them. For each clip, side by side in one run (medians of ``--repeats``):
 
 * *decode*: 32 uniform samples read by seeks (``CAP_PROP_POS_FRAMES``) and by one sequential pass
   (``grab()``), what ``auto`` chooses, and one full pass of ``grab()`` (the decode floor);
-* *screen*: ``screen_archive`` (in-process, 1 thread each) with 32 frames per clip and at 2 sampled
-  frames/s: x real time, and the decode share of the wall time (sampling alone / the whole screening).
+* *screen*: ``screen_archive`` (in-process, 1 thread each) with 32 frames per clip, at 2 sampled
+  frames/s and on keyframes only (``--sample keyframes``): x real time, and the decode share of the wall
+  time (sampling alone / the whole screening; in-process the next file decodes in a background thread while
+  this one's faces are scored, so the share can exceed what it adds to the wall time);
+* each of those per decoding back-end, side by side in one run: PyAV (threaded) and OpenCV (``FFD_DECODER``);
+* *detect*: ``ffd detect`` (``edge.detect.detect_sources``) on the 720p H.264 clip, face detection on every
+  frame: frames per second;
+* *many files* (``--many N``): peak RSS while screening N small H.264 files in-process, sampled over the
+  run, and whether it stays flat (the last fifth against the first).
 
-Nothing here asserts a speed. The model: ``--model``, else the newest student ONNX under ``runs/``, else a
-tiny test classifier (classification is < 1 ms per face either way; face detection dominates).
+The issue-16 targets are printed next to the figures. Nothing here asserts a speed. The model: ``--model``,
+else the newest student ONNX under ``runs/``, else a tiny test classifier (classification is < 1 ms per face
+either way; face detection dominates).
 
     .venv/bin/python scripts/bench_archive.py --seconds 10 --out docs/bench
 """
@@ -76,13 +84,36 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
-def decode_costs(clip: Path, n_frames: int, repeats: int) -> dict:
-    """Seconds to read ``n_frames`` uniform samples by seeks and by one pass, what auto picks, one grab() pass."""
+TARGETS = {  # issue 16: x real time for ffd screen (2 cores), frames/s for ffd detect
+    ("1080p", "screen_fps2"): 20.0, ("1080p", "screen_n"): 10.0,
+    ("720p", "screen_fps2"): 30.0, ("720p", "screen_n"): 30.0, ("720p", "screen_keyframes"): 30.0,
+    ("1080p", "screen_keyframes"): 20.0, "detect_720p_fps": 30.0,
+}
+
+
+def _target(size: str, key: str) -> str:
+    t = TARGETS.get((size, key))
+    return f" (target >= {t:g}x)" if t else ""
+
+
+def decode_costs(clip: Path, n_frames: int, repeats: int, seeks: bool = True) -> dict:
+    """Seconds to read ``n_frames`` uniform samples by seeks and by one pass, what auto picks, one grab() pass,
+    every 15th frame (2 frames/s at 30 fps) and the keyframes only."""
     from edge.media import VideoReader
 
     def sample(strategy):
         with VideoReader(clip) as r:
             for _ in r.frames(n_frames=n_frames, strategy=strategy):
+                pass
+
+    def every(k):
+        with VideoReader(clip) as r:
+            for _ in r.frames(every=k):
+                pass
+
+    def keyframes():
+        with VideoReader(clip) as r:
+            for _ in r.frames(keyframes=True):
                 pass
 
     def grab_all():
@@ -93,15 +124,90 @@ def decode_costs(clip: Path, n_frames: int, repeats: int) -> dict:
     with VideoReader(clip) as r:
         for _ in r.frames(n_frames=n_frames):
             pass
-        auto, gop, info = r.strategy, r.gop, r.info
-    out = {"frames": info.frame_count, "fps": info.fps, "duration_s": info.duration_s, "auto_strategy": auto,
-           "gop_measured": gop,
-           "seek_s": _median_time(lambda: sample("seek"), repeats),
+        auto, gop, info, dec = r.strategy, r.gop, r.info, r.decoder
+    k = max(1, round(info.fps * 0.5))
+    out = {"decoder": dec, "frames": info.frame_count, "fps": info.fps, "duration_s": info.duration_s,
+           "auto_strategy": auto, "gop_measured": gop,
+           "seek_s": _median_time(lambda: sample("seek"), repeats) if seeks else None,
            "sequential_s": _median_time(lambda: sample("sequential"), repeats),
-           "grab_all_s": _median_time(grab_all, repeats)}
+           "grab_all_s": _median_time(grab_all, repeats),
+           "every_s": _median_time(lambda: every(k), repeats),
+           "keyframes_s": _median_time(keyframes, repeats)}
     out["auto_s"] = out[f"{auto}_s"]
-    out["seek_over_sequential"] = out["seek_s"] / out["sequential_s"]
+    out["seek_over_sequential"] = out["seek_s"] / out["sequential_s"] if seeks else None
     return out
+
+
+def detect_fps(clip: Path, model: Path, work: Path, repeats: int) -> dict:
+    """``ffd detect CLIP`` in-process (face detection and scoring on every frame): frames per second."""
+    from edge.detect import detect_sources
+    from edge.media import probe_video
+
+    n = probe_video(clip).frame_count
+    walls = []
+    for k in range(repeats):
+        out = work / f"detect_{clip.stem}_{k}.jsonl"
+        t0 = time.perf_counter()
+        detect_sources([str(clip)], model, out, threads=1, log=lambda _line: None)
+        walls.append(time.perf_counter() - t0)
+        out.unlink(missing_ok=True)
+    wall = statistics.median(walls)
+    return {"frames": n, "wall_s": round(wall, 3), "fps": round(n / wall, 1)}
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def many_files_rss(n: int, model: Path, work: Path, faces: list[Path], frames: int) -> dict:
+    """Screen ``n`` small H.264 files in-process, sampling the RSS every 0.1 s: peak, and the mean of the last
+    fifth of the run against the first fifth (flat: within 10% or 20 MB)."""
+    import shutil
+    import threading
+
+    from media import write_archive_video
+
+    from edge.screen import ScreenSettings, screen_archive
+
+    folder = work / f"many_{n}"
+    if not folder.is_dir() or len(list(folder.glob("*.mp4"))) != n:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        seed = write_archive_video(work / "many_seed.mp4", faces[:2], n_frames=50, fps=25, size=(320, 240))
+        for i in range(n):  # distinct files (own names, inodes and bytes' mtime), one small clip's content
+            shutil.copyfile(seed, folder / f"clip_{i:05d}.mp4")
+    db = work / f"many_{n}.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def watch():
+        t0 = time.perf_counter()
+        while not stop.is_set():
+            samples.append((time.perf_counter() - t0, _rss_mb()))
+            stop.wait(0.1)
+
+    before = _rss_mb()
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    try:
+        s = screen_archive([folder], model, db, settings=ScreenSettings(n_frames=frames), workers=0, progress=False,
+                           runner_kw={"intra_op_threads": 1})
+    finally:
+        stop.set()
+        th.join()
+    rss = [r for _, r in samples]
+    fifth = max(1, len(rss) // 5)
+    first, last = statistics.mean(rss[:fifth]), statistics.mean(rss[-fifth:])
+    return {"files": n, "frames_per_file": frames, "screened": s["screened"], "wall_s": s["wall_s"],
+            "rss_before_mb": round(before, 1), "rss_peak_mb": round(max(rss), 1),
+            "rss_first_fifth_mb": round(first, 1), "rss_last_fifth_mb": round(last, 1),
+            "flat": bool(last - first <= max(20.0, 0.1 * first)),
+            "rss_curve_mb": [round(rss[k * (len(rss) - 1) // 10], 1) for k in range(11)]}  # every tenth of the run
 
 
 def screen_rtf(clip: Path, model: Path, work: Path, settings, repeats: int) -> dict:
@@ -133,6 +239,10 @@ def main() -> None:
     ap.add_argument("--preset", default="veryfast", help="x264/x265 preset of the generated clips")
     ap.add_argument("--no-hevc", action="store_true")
     ap.add_argument("--skip-screen", action="store_true", help="decode costs only")
+    ap.add_argument("--decoders", default="pyav,opencv", help="decoding back-ends measured side by side")
+    ap.add_argument("--no-seek-timing", action="store_true", help="skip timing the (slow) 32 seeks per clip")
+    ap.add_argument("--many", type=int, default=0, help="also screen N small files and report peak RSS")
+    ap.add_argument("--many-frames", type=int, default=4, help="frames sampled per file in the --many run")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     a.work.mkdir(parents=True, exist_ok=True)
@@ -152,22 +262,46 @@ def main() -> None:
     t0 = time.perf_counter()
     clips = make_clips(a.work, faces, a.seconds, a.fps, a.sizes.split(","), not a.no_hevc, a.preset)
     print(f"model: {model} ({how}); {len(clips)} clips in {time.perf_counter() - t0:.0f} s", flush=True)
+    from edge.decoders import have_av
+
+    decoders = [d for d in a.decoders.split(",") if d != "pyav" or have_av()]
+    res["decoders"] = decoders
     for c in clips:
         row = {k: (str(v) if isinstance(v, Path) else v) for k, v in c.items()}
-        row["decode"] = d = decode_costs(c["clip"], a.frames, a.repeats)
-        print(f"{c['size']:>5} {c['codec']:<38} {a.frames} samples: seek {d['seek_s']:.2f} s, sequential "
-              f"{d['sequential_s']:.2f} s (seek/sequential {d['seek_over_sequential']:.1f}x), "
-              f"auto={d['auto_strategy']}, one grab() pass {d['grab_all_s']:.2f} s", flush=True)
-        if not a.skip_screen:
-            for label, st in ((f"{a.frames} frames", ScreenSettings(n_frames=a.frames)),
-                              ("2 frames/s", ScreenSettings(every_s=0.5))):
-                s = screen_rtf(c["clip"], model, a.work, st, a.repeats)
-                decode = d["auto_s"] if st.n_frames else d["grab_all_s"]  # every-k: one pass, samples converted
-                s["decode_share"] = round(min(1.0, decode / s["wall_s"]), 3)
-                row[f"screen_{'n' if st.n_frames else 'fps2'}"] = {"sampling": label, **s}
-                print(f"      screen {label}: {s['realtime_factor']}x real time, decode share "
-                      f"{100 * s['decode_share']:.0f}%", flush=True)
+        row["by_decoder"] = {}
+        for dec in decoders:
+            os.environ["FFD_DECODER"] = dec
+            r = row["by_decoder"][dec] = {}
+            r["decode"] = d = decode_costs(c["clip"], a.frames, a.repeats, seeks=not a.no_seek_timing)
+            seek = f"seek {d['seek_s']:.2f} s, " if d["seek_s"] is not None else ""
+            print(f"{c['size']:>5} {c['codec']:<38} [{dec}] {a.frames} samples: {seek}sequential "
+                  f"{d['sequential_s']:.2f} s, auto={d['auto_strategy']}, one grab() pass {d['grab_all_s']:.2f} s, "
+                  f"every 15th {d['every_s']:.2f} s, keyframes {d['keyframes_s']:.2f} s", flush=True)
+            if a.skip_screen:
+                continue
+            for key, label, st, decode in (
+                    ("screen_n", f"{a.frames} frames", ScreenSettings(n_frames=a.frames), d["auto_s"]),
+                    ("screen_fps2", "2 frames/s", ScreenSettings(every_s=0.5), d["every_s"]),
+                    ("screen_keyframes", "keyframes", ScreenSettings(n_frames=None, sample="keyframes"),
+                     d["keyframes_s"])):
+                sr = screen_rtf(c["clip"], model, a.work, st, a.repeats)
+                sr["decode_share"] = round(min(1.0, decode / sr["wall_s"]), 3)
+                sr["target_x"] = TARGETS.get((c["size"], key)) if c["real_codec"] else None
+                r[key] = {"sampling": label, **sr}
+                print(f"      [{dec}] screen {label}: {sr['realtime_factor']}x real time"
+                      f"{_target(c['size'], key) if c['real_codec'] else ''}, decode share "
+                      f"{100 * sr['decode_share']:.0f}%", flush=True)
+            if c["real_codec"] and c["size"] == "720p" and c["codec"].startswith("h264"):
+                r["detect"] = det = detect_fps(c["clip"], model, a.work, a.repeats)
+                print(f"      [{dec}] ffd detect every frame: {det['fps']} frames/s (target >= "
+                      f"{TARGETS['detect_720p_fps']:g})", flush=True)
         res["clips"].append(row)
+    if a.many:
+        os.environ["FFD_DECODER"] = decoders[0]
+        res["many"] = m = many_files_rss(a.many, model, a.work, faces, a.many_frames)
+        print(f"many files [{decoders[0]}]: {m['screened']} files in {m['wall_s']} s, RSS peak {m['rss_peak_mb']} MB "
+              f"(first fifth {m['rss_first_fifth_mb']} MB, last fifth {m['rss_last_fifth_mb']} MB: "
+              f"{'flat' if m['flat'] else 'GROWING'})", flush=True)
     out = a.out / "bench_archive.json"
     out.write_text(json.dumps(res, indent=1))
     print(f"-> {out}")

@@ -20,3 +20,19 @@ for spec in "tensorrt-cu12-bindings==10.3.0" "tensorrt-cu13-bindings==11.4.0.106
       || echo "setup: could not download $spec (offline?); tests/test_trt_api.py will skip" >&2
   fi
 done
+
+# Debian's Chromium and its driver for the headless-browser tests (tests/test_live_view.py: the live view of
+# `ffd detect --serve`). Idempotent; as root or with password-less sudo; a failure (no apt, no root, offline)
+# only skips those tests, with the reason.
+apt_install() {
+  local sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo -n)
+  command -v apt-get >/dev/null 2>&1 || return 1
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 \
+    || { "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 \
+         && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1; }
+}
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  apt_install chromium chromium-driver \
+    || echo "setup: could not install chromium + chromium-driver (no apt, root or network?); browser tests will skip" >&2
+fi

@@ -102,3 +102,21 @@ def make_tiny_onnx(path: Path, size: int = 32, threshold: float = 0.5, name: str
 @pytest.fixture
 def tiny_onnx(tmp_path) -> Path:
     return make_tiny_onnx(tmp_path / "tiny.onnx")
+
+
+def _have_av() -> bool:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(params=["pyav", "opencv"])
+def decoder(request, monkeypatch) -> str:
+    """Each software decoding back-end in turn (``FFD_DECODER``; the ``pyav`` case skips without PyAV).
+    The variable is inherited by subprocesses (``ffd`` runs) and worker processes started from the test."""
+    if request.param == "pyav" and not _have_av():
+        pytest.skip("PyAV not installed (pip install 'ffd-edge[av]')")
+    monkeypatch.setenv("FFD_DECODER", request.param)
+    return request.param

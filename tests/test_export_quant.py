@@ -77,7 +77,7 @@ def pipeline(tmp_path_factory, shared, yunet_model):
 
 def test_export_graph_names_metadata_and_parity(pipeline):
     m = onnx.load(str(pipeline["dir"] / "tiny.onnx"))
-    assert [i.name for i in m.graph.input] == ["input"] and [o.name for o in m.graph.output] == ["score"]
+    assert [i.name for i in m.graph.input] == ["input"] and [o.name for o in m.graph.output] == ["score", "features"]
     dims = m.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, SIZE, SIZE]  # dynamic batch
     assert len(m.graph.output[0].type.tensor_type.shape.dim) == 1  # (N,)
@@ -167,6 +167,8 @@ def test_quantize_both_flavours(pipeline):
             s8 = q.infer(x)
         assert card.extra["int8_flavour"] == want and card.spec == PreprocessSpec(size=SIZE)
         assert card.extra["calibration"]["count"] == 32 and card.threshold == 0.5
+        # no --method: each flavour's own calibration, recorded in its card and the report
+        assert card.extra["calibration"]["method"] == a["method"] == {"trt": "entropy", "cpu": "percentile"}[k]
         assert np.abs(s8 - s32).max() < 0.08 and np.corrcoef(s8, s32)[0, 1] > 0.98
         assert a["label_agreement"] >= 0.9 and a["max_abs_diff"] < 0.1
     saved = json.loads(open(r["report_path"]).read())

@@ -1,4 +1,5 @@
-"""edge.media: image decoding, video probing and frame sampling on real files written by OpenCV."""
+"""edge.media: image decoding, video probing and frame sampling on real files written by OpenCV; every video test
+runs on both decoding back-ends (the ``decoder`` fixture: PyAV and OpenCV)."""
 from __future__ import annotations
 
 import cv2
@@ -67,7 +68,7 @@ def test_read_image_missing(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["zero_mp4", "text_mp4", "truncated_mp4"])
-def test_unopenable_videos(corrupt, kind):
+def test_unopenable_videos(decoder, corrupt, kind):
     with pytest.raises(InputError) as e:
         list(iter_video_frames(corrupt[kind], n_frames=4))
     assert e.value.path == str(corrupt[kind])
@@ -75,7 +76,7 @@ def test_unopenable_videos(corrupt, kind):
         probe_video(corrupt[kind])
 
 
-def test_probe_and_uniform_sampling(face_video):
+def test_probe_and_uniform_sampling(decoder, face_video):
     info = probe_video(face_video)
     assert (info.frame_count, info.width, info.height) == (30, 640, 480)
     assert info.fps == pytest.approx(10) and info.duration_s == pytest.approx(3.0)
@@ -86,7 +87,7 @@ def test_probe_and_uniform_sampling(face_video):
     assert [t for _, t, _ in got] == pytest.approx([i / 10 for i in idx])
 
 
-def test_seek_matches_sequential_decode(face_video):
+def test_seek_matches_sequential_decode(decoder, face_video):
     """A seeked frame is the same picture as that frame decoded in order."""
     seq = {i: f for i, _, f in iter_video_frames(face_video)}
     assert len(seq) == 30
@@ -94,13 +95,13 @@ def test_seek_matches_sequential_decode(face_video):
         assert np.abs(f.astype(int) - seq[i]).mean() < 1.0
 
 
-def test_every_kth_frame(face_video):
+def test_every_kth_frame(decoder, face_video):
     assert [i for i, _, _ in iter_video_frames(face_video, every=7)] == [0, 7, 14, 21, 28]
     with pytest.raises(ConfigError):
         list(iter_video_frames(face_video, n_frames=3, every=2))
 
 
-def test_truncated_video_falls_back_to_frames_that_decode(corrupt):
+def test_truncated_video_falls_back_to_frames_that_decode(decoder, corrupt):
     with VideoReader(corrupt["truncated_avi"]) as r:
         claimed = r.info.frame_count
         idx = [i for i, _, _ in r.frames(n_frames=4)]
@@ -108,7 +109,7 @@ def test_truncated_video_falls_back_to_frames_that_decode(corrupt):
     assert idx == uniform_indices(r.decoded, 4) and max(idx) < r.decoded
 
 
-def test_zero_frame_video(tmp_path):
+def test_zero_frame_video(decoder, tmp_path):
     p = tmp_path / "empty.avi"
     w = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
     w.release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib.util
 import shutil
 
@@ -105,3 +106,24 @@ def test_detect_plays_a_file_uri_video(tmp_path, london_neutral, yunet_model):
     detect_sources([f"file://{vid}"], model, out, detector_model=yunet_model, threads=1)
     lines = out.read_text().splitlines()
     assert lines and all('"source": "' + str(vid) in ln and '"frame": ' in ln for ln in lines)
+
+
+def test_detect_folder_plays_its_videos_after_its_images(tmp_path, london_neutral, yunet_model):
+    """``ffd detect folder/`` scores the folder's images, then plays its videos (what ``open_source(folder)``
+    does), a broken video in it becoming an error record while the others still play; no video is skipped."""
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    shutil.copy(london_neutral[0], d / "a.jpg")
+    vid = write_face_video(d / "sub" / "clip.mp4", london_neutral[1:3], n_frames=6, fps=10, size=(320, 240))
+    (d / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)  # a container header, no video
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    out = tmp_path / "f.jsonl"
+    summary = detect_sources([str(d)], model, out, detector_model=yunet_model, threads=1)
+    recs = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [r["file"] for r in recs if "file" in r and "error" not in r] == [str(d / "a.jpg")]
+    assert not [r for r in recs if "skipped" in r] and summary.skipped == 0
+    frames = [r for r in recs if r.get("source") == str(vid)]
+    assert frames and {r["frame"] for r in frames} <= set(range(6)) and summary.faces == 1 + len(frames)
+    bad = [r for r in recs if r.get("file") == str(d / "broken.mp4")]
+    assert len(bad) == 1 and bad[0]["error"] and summary.errors == 1
+    assert recs.index(bad[0]) > 0  # after the image

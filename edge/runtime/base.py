@@ -29,6 +29,7 @@ class Runner(abc.ABC):
     card: ModelCard
     input_name: str = "input"
     max_batch: int | None = None  # None: any batch size
+    features_name: str | None = None  # the optional last-feature-map output (heatmaps), when the model has one
 
     @property
     def input_shape(self) -> tuple:
@@ -52,6 +53,31 @@ class Runner(abc.ABC):
         """
         batch = self.check_batch(batch)
         return Checked(self, self._infer_async(batch), len(batch))
+
+    @property
+    def has_features(self) -> bool:
+        """Whether the model has the optional ``features`` output (exported with ``ffd export --heatmap``)."""
+        return self.features_name is not None
+
+    def infer_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(scores (N,), features (N,C,h,w) float32 or None)``: :meth:`infer` plus the last feature map, fetched
+        only here (``infer`` never copies it). ``None`` when the model has no such output (:attr:`has_features`)."""
+        if not self.has_features:
+            return self.infer(batch), None
+        batch = self.check_batch(batch)
+        if not len(batch):
+            return np.zeros((0,), np.float32), None
+        scores, feats = self._infer_features(batch)
+        feats = np.asarray(feats, np.float32)
+        if feats.ndim != 4 or feats.shape[0] != len(batch):
+            raise ModelError(f"the model's {self.features_name} output has shape {tuple(feats.shape)} for "
+                             f"{len(batch)} faces, expected (N, C, h, w)", path=getattr(self, "path", None),
+                             fix="re-export the model with `ffd export --heatmap`")
+        return self.check_scores(scores, len(batch)), feats
+
+    def _infer_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A checked batch -> (scores, features); backends with a ``features`` output implement it."""
+        raise NotImplementedError(f"the {self.name} backend does not fetch the features output")
 
     @abc.abstractmethod
     def _infer(self, batch: np.ndarray) -> np.ndarray:

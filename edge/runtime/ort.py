@@ -93,6 +93,10 @@ class OrtRunner(Runner):
 
         check_io_types(inputs[0].type, outputs[0].type, self.path)  # float32 in, float scores out: else refused now
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        from ..heatmap import cam_head
+
+        head = cam_head(self.card)  # the features output the card names, when the graph has it
+        self.features_name = head.output if head is not None and head.output in [o.name for o in outputs[1:]] else None
         shape = inputs[0].shape
         s = self.card.spec.size
         if len(shape) != 4 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], (3, s, s))):
@@ -103,17 +107,26 @@ class OrtRunner(Runner):
         self._static_batch = static_batch
         self.active_providers = self._sess.get_providers()
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray, features: bool = False):
         n = x.shape[0]
         if self._static_batch and n < self._static_batch:  # pad a fixed-batch model's last chunk
             x = np.concatenate([x, np.zeros((self._static_batch - n, *x.shape[1:]), np.float32)])
-        y = np.asarray(self._sess.run([self.output_name], {self.input_name: x})[0], np.float32)
+        names = [self.output_name] + ([self.features_name] if features else [])  # features only when asked
+        got = self._sess.run(names, {self.input_name: x})
+        y = np.asarray(got[0], np.float32)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1 or y.shape[0] < n:
             raise ModelError(f"model output {self.output_name} has shape {y.shape}, expected ({x.shape[0]},)",
                              path=self.path, fix="export with `ffd export` (output 'score' = P(fake) per face)")
+        if features:
+            return y[:n], np.asarray(got[1], np.float32)[:n]
         return y[:n]
+
+    def _infer_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        step = self.max_batch or batch.shape[0]
+        parts = [self._run(batch[i:i + step], features=True) for i in range(0, batch.shape[0], step)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         step = self.max_batch or batch.shape[0]

@@ -239,7 +239,8 @@ def _build_serialized(onnx_path: Path, input_name: str, shapes, options: BuildOp
 class _BufferSet:
     """One execution context with its stream, pinned/device buffers, a done event, an optional graph."""
 
-    def __init__(self, engine, in_name: str, out_name: str, in_shape, in_dtype, out_shape, out_dtype):
+    def __init__(self, engine, in_name: str, out_name: str, in_shape, in_dtype, out_shape, out_dtype,
+                 feat: tuple | None = None):
         self.context = engine.create_execution_context()
         if self.context is None:
             raise BackendUnavailableError("TensorRT could not create an execution context (out of GPU memory?)",
@@ -249,6 +250,13 @@ class _BufferSet:
         self.out = cu.HostDeviceBuffer(out_shape, out_dtype)
         self.context.set_tensor_address(in_name, self.inp.ptr)
         self.context.set_tensor_address(out_name, self.out.ptr)
+        # the optional features output (heatmaps): TensorRT 10 writes every output, so it is always bound on
+        # the device; it is copied to the host only for a batch that asks for it (:meth:`TrtRunner._record`)
+        self.feat: cu.HostDeviceBuffer | None = None
+        if feat is not None:
+            feat_name, feat_shape, feat_dtype = feat
+            self.feat = cu.HostDeviceBuffer(feat_shape, feat_dtype)
+            self.context.set_tensor_address(feat_name, self.feat.ptr)
         self.timer = cu.EventTimer(("start", "h2d", "compute", "d2h"))
         self.graph: cu.CudaGraph | None = None
         self.shape_n: int | None = None
@@ -261,19 +269,27 @@ class _BufferSet:
         self.context = None
         self.inp.free()
         self.out.free()
+        if self.feat is not None:
+            self.feat.free()
 
 
 class Pending:
     """Scores of one asynchronously enqueued batch; ``result()`` waits and frees the buffer set."""
 
-    def __init__(self, runner: "TrtRunner", bset: _BufferSet, n: int, n_run: int):
+    def __init__(self, runner: "TrtRunner", bset: _BufferSet, n: int, n_run: int, features: bool = False):
         self._runner, self._set, self._n, self._n_run = runner, bset, n, n_run
+        self._features = features
         self._scores: np.ndarray | None = None
+        self.features: np.ndarray | None = None  # (n, C, h, w) after result() of a batch that asked for them
 
     def result(self) -> np.ndarray:
         if self._scores is None:
             try:
-                self._scores = self._runner._owner.call(self._runner._collect, self._set, self._n_run)[: self._n]
+                got = self._runner._owner.call(self._runner._collect, self._set, self._n_run, None, self._features)
+                if self._features:
+                    got, feats = got
+                    self.features = feats[: self._n]
+                self._scores = got[: self._n]
             finally:
                 self._runner._free.put(self._set)
         return self._scores
@@ -347,10 +363,17 @@ class TrtRunner(Runner):
         names = [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)]
         ins = [n for n in names if eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if eng.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if ins != [self.input_name] or len(outs) != 1:
+        from ..heatmap import cam_head
+
+        head = cam_head(self.card)
+        feat_name = head.output if head is not None and head.output in outs else None
+        score_outs = [n for n in outs if n != feat_name]
+        if ins != [self.input_name] or len(score_outs) != 1:
             raise ModelError(f"engine I/O {ins} -> {outs} does not match the sidecar's input '{self.input_name}' "
-                             "and one output", path=self.path, fix="rebuild with `ffd build-engine --rebuild`")
-        self.output_name = outs[0]
+                             "and one score output (plus the card's features output)", path=self.path,
+                             fix="rebuild with `ffd build-engine --rebuild`")
+        self.output_name = score_outs[0]
+        self.features_name = feat_name
         pmin, popt, pmax = eng.get_tensor_profile_shape(self.input_name, 0)
         self.min_batch, self.opt_batch, self.max_batch = int(pmin[0]), int(popt[0]), int(pmax[0])
         self._in_rest = tuple(int(d) for d in tuple(pmax)[1:])
@@ -359,11 +382,18 @@ class TrtRunner(Runner):
             raise ModelError(f"output '{self.output_name}' has dynamic non-batch axes {out_rest}", path=self.path)
         in_dtype = np.dtype(trt.nptype(eng.get_tensor_dtype(self.input_name)))
         out_dtype = np.dtype(trt.nptype(eng.get_tensor_dtype(self.output_name)))
+        feat = None
+        if feat_name is not None:
+            feat_rest = tuple(int(d) for d in eng.get_tensor_shape(feat_name))[1:]
+            if len(feat_rest) != 3 or any(d < 0 for d in feat_rest):
+                raise ModelError(f"output '{feat_name}' has shape {feat_rest} after the batch, expected static "
+                                 "(C, h, w)", path=self.path, fix="re-export with `ffd export --heatmap`")
+            feat = (feat_name, (self.max_batch, *feat_rest), np.dtype(trt.nptype(eng.get_tensor_dtype(feat_name))))
         for _ in range(2):  # double buffering
             self._sets.append(_BufferSet(eng, self.input_name, self.output_name, (self.max_batch, *self._in_rest),
-                                         in_dtype, (self.max_batch, *out_rest), out_dtype))
+                                         in_dtype, (self.max_batch, *out_rest), out_dtype, feat))
 
-    def _record(self, s: _BufferSet, n: int, stream, timed: bool = False) -> None:
+    def _record(self, s: _BufferSet, n: int, stream, timed: bool = False, features: bool = False) -> None:
         if timed:
             s.timer.record("start", stream)
         s.inp.h2d(stream, n)
@@ -375,14 +405,19 @@ class TrtRunner(Runner):
         if timed:
             s.timer.record("compute", stream)
         s.out.d2h(stream, n)
+        if features and s.feat is not None:
+            s.feat.d2h(stream, n)  # only for a batch that asked: scores alone stay one small copy
         if timed:
             s.timer.record("d2h", stream)
 
-    def _enqueue(self, s: _BufferSet, n: int, timed: bool = False) -> None:
+    def _enqueue(self, s: _BufferSet, n: int, timed: bool = False, features: bool = False) -> None:
         if s.shape_n != n:
             if not s.context.set_input_shape(self.input_name, (n, *self._in_rest)):
                 raise ConfigError(f"batch {n} is outside the engine's profile {self.min_batch}..{self.max_batch}")
             s.shape_n = n
+        if features:  # outside the captured graph (which copies the scores only)
+            self._record(s, n, s.stream, timed, features=True)
+            return
         if n == self._graph_batch and not timed and not self._graph_failed:
             if s.graph is None:
                 self._record(s, n, s.stream)  # runs once un-captured: flushes TensorRT's deferred updates
@@ -397,14 +432,17 @@ class TrtRunner(Runner):
             return
         self._record(s, n, s.stream, timed)
 
-    def _collect(self, s: _BufferSet, n: int, timings: dict | None = None) -> np.ndarray:
+    def _collect(self, s: _BufferSet, n: int, timings: dict | None = None, features: bool = False):
         s.stream.synchronize()
         if timings is not None:
             timings["h2d"] = s.timer.elapsed("start", "h2d")
             timings["gpu_compute"] = s.timer.elapsed("h2d", "compute")
             timings["d2h"] = s.timer.elapsed("compute", "d2h")
             timings["gpu_total"] = s.timer.elapsed("start", "d2h")
-        return np.array(s.out.rows(n), dtype=np.float32).reshape(n, -1)[:, 0]
+        scores = np.array(s.out.rows(n), dtype=np.float32).reshape(n, -1)[:, 0]
+        if features:
+            return scores, np.array(s.feat.rows(n), dtype=np.float32)
+        return scores
 
     def _teardown(self) -> None:
         for s in self._sets:
@@ -426,7 +464,7 @@ class TrtRunner(Runner):
             return Done(self._infer(batch))
         return self._submit(batch)
 
-    def _submit(self, batch: np.ndarray) -> Pending:
+    def _submit(self, batch: np.ndarray, features: bool = False) -> Pending:
         """Enqueue rows of a batch :meth:`check_batch` has already accepted (no second check per chunk)."""
         n = len(batch)
         if n == 0 or n > self.max_batch:
@@ -440,11 +478,20 @@ class TrtRunner(Runner):
             np.copyto(host[:n], batch, casting="same_kind")
             if n_run > n:
                 host[n:] = 0  # padding to the graph batch / the profile's min; sliced off the scores
-            self._owner.call(self._enqueue, s, n_run)
+            self._owner.call(self._enqueue, s, n_run, False, features)
         except BaseException:
             self._free.put(s)
             raise
-        return Pending(self, s, n, n_run)
+        return Pending(self, s, n, n_run, features)
+
+    def _infer_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and the features output of a checked batch (chunks of ``max_batch``, one at a time)."""
+        scores, feats = [], []
+        for i in range(0, len(batch), self.max_batch):
+            p = self._submit(batch[i:i + self.max_batch], features=True)
+            scores.append(p.result())
+            feats.append(p.features)
+        return np.concatenate(scores).astype(np.float32, copy=False), np.concatenate(feats)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         step = self._graph_batch or self.max_batch

@@ -18,6 +18,8 @@ Schema (table ``results``; ``meta`` holds ``schema_version``)::
     fingerprint TEXT        -- the run settings that made the row (model file hash, card, detector, settings)
     evidence TEXT           -- JSON list, one item per sampled frame: {frame, t, score, faces, box}
     thumb BLOB              -- JPEG of the most suspicious face (small), or NULL
+    heatmaps TEXT           -- files labelled fake, models with a features output: JSON list of the top frames'
+                               heatmap overlays {frame, t, score, jpeg (base64)}, or NULL
     elapsed_s REAL, screened_at TEXT
 
 The database runs in WAL mode with ``synchronous=NORMAL``: every committed row survives the
@@ -51,7 +53,7 @@ MIB = 1 << 20
 
 COLUMNS = ("path", "size", "mtime", "content_hash", "kind", "status", "score", "label", "aggregation",
            "faces_seen", "n_frames", "duration_s", "error", "error_type", "model_id", "threshold", "settings",
-           "evidence", "thumb", "elapsed_s", "screened_at", "fingerprint")
+           "evidence", "thumb", "elapsed_s", "screened_at", "fingerprint", "heatmaps")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -60,7 +62,7 @@ CREATE TABLE IF NOT EXISTS results (
     status TEXT NOT NULL CHECK (status IN ('done', 'no_face', 'error')),
     score REAL, label TEXT, aggregation TEXT, faces_seen INTEGER, n_frames INTEGER, duration_s REAL,
     error TEXT, error_type TEXT, model_id TEXT, threshold REAL, settings TEXT, evidence TEXT, thumb BLOB,
-    elapsed_s REAL, screened_at TEXT, fingerprint TEXT
+    elapsed_s REAL, screened_at TEXT, fingerprint TEXT, heatmaps TEXT
 );
 CREATE INDEX IF NOT EXISTS results_score ON results (score DESC);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -113,7 +115,7 @@ class ResultsDB:
     def _migrate(self) -> None:
         """Bring a database of an older ffd to this schema: add missing columns, never drop or rewrite a row."""
         have = {r[1] for r in self.con.execute("PRAGMA table_info(results)")}
-        for col, typ in (("fingerprint", "TEXT"),):
+        for col, typ in (("fingerprint", "TEXT"), ("heatmaps", "TEXT")):
             if col not in have:
                 self.con.execute(f"ALTER TABLE results ADD COLUMN {col} {typ}")
         self.con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -184,14 +186,14 @@ class ResultsDB:
 
 
 def export(db_path: str | os.PathLike, out: str | os.PathLike) -> int:
-    """Write the rows to ``.csv``, ``.json`` or ``.jsonl`` (without thumbnails); returns the row count."""
+    """Write the rows to ``.csv``, ``.json`` or ``.jsonl`` (without thumbnails and heatmaps); returns the row count."""
     import csv
 
     from ..outputs import atomic_open, check_outputs
 
     out = Path(out)
     check_outputs([db_path], {"--export": out})
-    cols = [c for c in COLUMNS if c != "thumb"]
+    cols = [c for c in COLUMNS if c not in ("thumb", "heatmaps")]
     with ResultsDB(db_path, readonly=True) as db:
         rows = [{c: r.get(c) for c in cols} for r in db.rows()]  # a database of an older ffd lacks new columns
     fmt = out.suffix.lower()

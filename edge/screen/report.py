@@ -1,8 +1,10 @@
 """A single-file HTML report of a screening database: most suspicious files first.
 
 Each row shows the rank, a thumbnail of the most suspicious face (inline base64 JPEG), the
-path, score and label, faces and frames, and a timeline of the per-frame scores as an
-inline SVG with the model's threshold as a dashed line. Files without faces and files that
+path, score and label, faces and frames, a timeline of the per-frame scores as an
+inline SVG with the model's threshold as a dashed line, and for files labelled fake the
+heatmaps of their top frames over the face crop (where the model saw the forgery; the row's
+``heatmaps``, from a model exported with its features output: :mod:`edge.heatmap`). Files without faces and files that
 failed follow, with their errors. Every string that comes from the archive or the database
 (paths, errors, labels, model ids, counts, scores) is HTML-escaped or checked as a finite
 number, so a file named ``<script>…`` or a database row holding one is text. No JavaScript, no
@@ -24,7 +26,9 @@ _CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;
 vertical-align:middle}th{background:#f4f4f4}.fake{color:#b00;font-weight:bold}.real{color:#070}
 .uncertain{color:#a60}.err{color:#777}.path{font-family:monospace;word-break:break-all;max-width:40em}
-img{width:64px;height:64px;image-rendering:auto;border-radius:4px}"""
+img{width:64px;height:64px;image-rendering:auto;border-radius:4px}
+img.heat{width:96px;height:96px;margin-right:4px}figure{display:inline-block;margin:0 4px 0 0;text-align:center}
+figcaption{font-size:11px;color:#555}"""
 
 
 def _csp() -> str:
@@ -109,6 +113,49 @@ def timeline_svg(evidence: list[dict], threshold: float | None, w: int = 240, h:
     return "".join(parts)
 
 
+MAX_HEATMAPS = 8  # overlays shown per row (a hostile database may hold more)
+_JPEG_MAX_BYTES = 256 << 10
+
+
+def _heatmaps(raw) -> list[tuple[bytes, float | None, float | None]]:
+    """``(jpeg bytes, frame, score)`` of a row's heatmap overlays; anything that is not a JPEG is dropped
+    (the JSON comes from the database: base64 is decoded strictly and the bytes must start like a JPEG)."""
+    import binascii
+
+    if not raw:
+        return []
+    try:
+        items = json.loads(raw)
+    except (TypeError, ValueError, RecursionError):
+        return []
+    out = []
+    for e in items if isinstance(items, list) else []:
+        b64 = e.get("jpeg") if isinstance(e, dict) else None
+        if not isinstance(b64, str) or len(b64) > _JPEG_MAX_BYTES * 4 // 3 + 4:
+            continue
+        try:
+            data = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if data[:3] == b"\xff\xd8\xff":
+            out.append((data, _num(e.get("frame")), _num(e.get("score"))))
+        if len(out) >= MAX_HEATMAPS:
+            break
+    return out
+
+
+def heatmaps_html(raw) -> str:
+    """The overlays of a row as ``<figure>``s of data: JPEGs (re-encoded from the decoded bytes), captioned."""
+    parts = []
+    for data, frame, score in _heatmaps(raw):
+        cap = ("frame " + (f"{frame:.0f}" if frame is not None else "?")
+               + (f", score {score:.2f}" if score is not None else ""))
+        parts.append(f'<figure><img class="heat" alt="heatmap, {cap}" '
+                     f'src="data:image/jpeg;base64,{base64.b64encode(data).decode()}"><figcaption>{cap}</figcaption>'
+                     "</figure>")
+    return "".join(parts)
+
+
 def render(rows: list[dict], title: str = "ffd screen report") -> str:
     """The HTML document for ``rows`` (already in report order)."""
     counts: dict[str, int] = {}
@@ -125,7 +172,7 @@ def render(rows: list[dict], title: str = "ffd screen report") -> str:
            f"{counts.get('no_face', 0)} without a face, {counts.get('error', 0)} failed. "
            f"Model: {escape(', '.join(models) or '-')}. Generated {escape(time.strftime('%Y-%m-%d %H:%M'))}.</p>",
            "<table><tr><th>#</th><th>face</th><th>file</th><th>score</th><th>label</th><th>faces / frames</th>"
-           "<th>score over time</th><th>note</th></tr>"]
+           "<th>score over time</th><th>heatmaps (top frames)</th><th>note</th></tr>"]
     for i, r in enumerate(rows, 1):  # every field from the database is escaped (or is a checked number)
         thumb = ""
         if isinstance(r.get("thumb"), (bytes, bytearray, memoryview)) and r["thumb"]:
@@ -141,7 +188,8 @@ def render(rows: list[dict], title: str = "ffd screen report") -> str:
         out.append(f"<tr><td>{i}</td><td>{thumb}</td><td class=\"path\">{_text(r.get('path'))}</td>"
                    f"<td>{score}</td><td class=\"{cls}\">{_text(label)}</td>"
                    f"<td>{_count(r.get('faces_seen'))} / {_count(r.get('n_frames'))}</td>"
-                   f"<td>{timeline_svg(ev, r.get('threshold'))}</td><td class=\"err\">{note}</td></tr>")
+                   f"<td>{timeline_svg(ev, r.get('threshold'))}</td><td>{heatmaps_html(r.get('heatmaps'))}</td>"
+                   f"<td class=\"err\">{note}</td></tr>")
     out.append("</table></body></html>")
     return "\n".join(out)
 

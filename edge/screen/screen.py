@@ -38,6 +38,10 @@ from ..errors import ConfigError, FfdError, InputError
 from ..media import RUN_CHECK_FILES
 from .db import TRANSIENT_ERRORS, ResultsDB, content_hash
 
+SAMPLING = ("uniform", "keyframes")  # --sample
+PREFETCH_FRAMES = 8  # sampled frames decoded ahead of face detection (bounded: memory stays flat)
+
+
 @dataclass(frozen=True)
 class ScreenSettings:
     """Sampling and aggregation; part of the resume key (changing them re-screens)."""
@@ -46,11 +50,20 @@ class ScreenSettings:
     every_s: float | None = None
     aggregation: str = "mean"
     max_faces: int = 4
+    sample: str = "uniform"  # or "keyframes": only keyframes are decoded (n_frames of them, None: all)
 
     def __post_init__(self):
         from ..settings import check
 
-        if self.every_s is not None:  # finite, within edge.settings.RANGES (nan/inf/0 would never advance)
+        if self.sample not in SAMPLING:
+            raise ConfigError(f"unknown --sample {self.sample!r}", fix=f"use one of {', '.join(SAMPLING)}")
+        if self.sample == "keyframes":
+            if self.every_s is not None:
+                raise ConfigError("--sample keyframes and --every-s both choose the frames of a video",
+                                  fix="pass one of them (with keyframes, --frames N takes N of the keyframes)")
+            if self.n_frames is not None:
+                object.__setattr__(self, "n_frames", check("frames", self.n_frames))
+        elif self.every_s is not None:  # finite, within edge.settings.RANGES (nan/inf/0 would never advance)
             object.__setattr__(self, "every_s", check("every_s", self.every_s))
             object.__setattr__(self, "n_frames", None)
         elif not self.n_frames:
@@ -61,7 +74,10 @@ class ScreenSettings:
         parse_aggregation(self.aggregation)
 
     def key(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if d["sample"] == "uniform":  # the default: keys (and resumes) of databases made before it existed
+            del d["sample"]
+        return json.dumps(d, sort_keys=True)
 
 
 def parse_aggregation(how: str) -> tuple[str, int]:
@@ -163,7 +179,8 @@ class FileSample:
         self.size, self.mtime, self.content_hash = st.st_size, st.st_mtime, h
 
 
-def _iter_frames(path: str, kind: str, settings: ScreenSettings, sample: FileSample):
+def _iter_frames(path: str, kind: str, settings: ScreenSettings, sample: FileSample, on_open=None):
+    """The sampled ``(index, t, frame)`` of one file; ``on_open(reader)`` is told the video's reader."""
     from ..media import VideoReader, read_image
 
     if kind == "image":
@@ -173,9 +190,13 @@ def _iter_frames(path: str, kind: str, settings: ScreenSettings, sample: FileSam
         raise InputError(f"unsupported file type {Path(path).suffix or '(no extension)'!r}", path=path,
                          fix="screen videos (.mp4, .avi, .mkv, ...) or images (.jpg, .png, ...)")
     with VideoReader(path) as r:
+        if on_open is not None:
+            on_open(r)
         info = r.info
         sample.duration_s = info.duration_s  # None: the container's fps or duration is not believable
-        if settings.every_s is not None and info.fps > 0:
+        if settings.sample == "keyframes":
+            frames = r.frames(n_frames=settings.n_frames, keyframes=True)
+        elif settings.every_s is not None and info.fps > 0:
             frames = r.frames(every=max(1, round(info.fps * settings.every_s)))
         else:  # every_s without a usable fps: as many frames as the duration gives, or the default 32
             n = settings.n_frames or (max(1, math.ceil(info.duration_s / settings.every_s)) if info.duration_s
@@ -187,8 +208,12 @@ def _iter_frames(path: str, kind: str, settings: ScreenSettings, sample: FileSam
             sample.duration_s = r.decoded / info.fps
 
 
-def sample_file(path: str, kind: str, settings: ScreenSettings, detector, spec) -> FileSample:
-    """Decode the sampled frames of one file, detect faces, crop them. Errors go into the sample."""
+def sample_file(path: str, kind: str, settings: ScreenSettings, detector, spec,
+                prefetched: "tuple[FileSample, Iterable] | None" = None) -> FileSample:
+    """Decode the sampled frames of one file, detect faces, crop them. Errors go into the sample.
+
+    ``prefetched``: ``(sample, frames)`` decoded by a :class:`Prefetcher` (its errors are raised here, as
+    if decoded here)."""
     import cv2
 
     from ..faces import crop_face
@@ -196,10 +221,11 @@ def sample_file(path: str, kind: str, settings: ScreenSettings, detector, spec) 
     from ..media import is_alloc_failure
 
     t0 = time.perf_counter()
-    s = FileSample(path=str(path), kind=kind)
+    s = FileSample(path=str(path), kind=kind) if prefetched is None else prefetched[0]
+    source = _iter_frames(str(path), kind, settings, s) if prefetched is None else prefetched[1]
     crops = []
     try:
-        for idx, t, frame in _iter_frames(str(path), kind, settings, s):
+        for idx, t, frame in source:
             dets = detector.detect(frame)[: settings.max_faces]
             s.frames.append({"frame": int(idx), "t": round(float(t), 3), "faces": len(dets),
                              "boxes": [[round(float(v), 1) for v in d.box] for d in dets]})
@@ -235,8 +261,37 @@ def _thumb(crop: np.ndarray, side: int = 96) -> bytes | None:
     return buf.tobytes() if ok else None
 
 
-def finish_row(sample: FileSample, scores: np.ndarray | None, card, settings: ScreenSettings) -> dict:
-    """Aggregate the crop scores of a sample into the database row (see :mod:`edge.screen.db`)."""
+HEATMAP_TOP_FRAMES = 3  # flagged files: heatmaps of this many top frames go into the row (and the report)
+HEATMAP_SIDE = 128      # px of each stored overlay (JPEG)
+
+
+def _heatmap_evidence(sample: FileSample, frame_scores: list, frame_best: list, heatmaps: list) -> str | None:
+    """JSON list of the top frames' overlays ``{frame, t, score, jpeg (base64)}`` (most suspicious first), or None."""
+    import base64
+
+    from ..heatmap import encode_jpeg, overlay
+
+    order = sorted((i for i, sc in enumerate(frame_scores) if sc is not None), key=lambda i: -frame_scores[i])
+    out = []
+    for fi in order:
+        k = frame_best[fi]
+        if k is None or k >= len(heatmaps) or heatmaps[k] is None:
+            continue
+        jpg = encode_jpeg(overlay(sample.crops[k], heatmaps[k]), side=HEATMAP_SIDE)
+        if jpg:
+            out.append({"frame": sample.frames[fi]["frame"], "t": sample.frames[fi]["t"],
+                        "score": round(float(frame_scores[fi]), 5), "jpeg": base64.b64encode(jpg).decode("ascii")})
+        if len(out) >= HEATMAP_TOP_FRAMES:
+            break
+    return json.dumps(out) if out else None
+
+
+def finish_row(sample: FileSample, scores: np.ndarray | None, card, settings: ScreenSettings,
+               heatmaps: list | None = None) -> dict:
+    """Aggregate the crop scores of a sample into the database row (see :mod:`edge.screen.db`).
+
+    ``heatmaps`` (one per crop, ``None`` for crops below the threshold: :meth:`ForgeryDetector.
+    classify_crops_with_heatmaps`): a file labelled fake keeps the overlays of its top frames in ``heatmaps``."""
     row = {"path": sample.path, "kind": sample.kind, "aggregation": settings.aggregation,
            "model_id": card.model_id(), "threshold": card.threshold, "settings": settings.key(),
            "duration_s": None if sample.duration_s is None else round(sample.duration_s, 3),
@@ -254,11 +309,13 @@ def finish_row(sample: FileSample, scores: np.ndarray | None, card, settings: Sc
     scores = np.zeros(0) if scores is None else np.asarray(scores, np.float64)
     frame_scores: list[float | None] = [None] * len(sample.frames)
     frame_box: list[list | None] = [None] * len(sample.frames)  # box of each frame's most suspicious face
+    frame_best: list[int | None] = [None] * len(sample.frames)  # crop index of each frame's most suspicious face
     first: dict[int, int] = {}  # frame -> index of its first crop
     for k, (fi, sc) in enumerate(zip(sample.crop_frame, scores)):
         first.setdefault(fi, k)
         if frame_scores[fi] is None or sc > frame_scores[fi]:
             frame_scores[fi], frame_box[fi] = float(sc), sample.frames[fi]["boxes"][k - first[fi]]
+            frame_best[fi] = k
     row["evidence"] = json.dumps([
         {"frame": f["frame"], "t": f["t"], "faces": f["faces"], "score": None if s is None else round(s, 5), "box": b}
         for f, s, b in zip(sample.frames, frame_scores, frame_box)])
@@ -268,6 +325,8 @@ def finish_row(sample: FileSample, scores: np.ndarray | None, card, settings: Sc
         return row
     row.update(status="done", score=round(score, 6), label=card.label(score),
                thumb=_thumb(sample.crops[int(np.argmax(scores))]))
+    if heatmaps and row["label"] == "fake":
+        row["heatmaps"] = _heatmap_evidence(sample, frame_scores, frame_best, heatmaps)
     return row
 
 
@@ -299,17 +358,127 @@ def score_sample(fd, sample: FileSample, settings: ScreenSettings) -> dict:
     """Classify the crops of ``sample`` with the ForgeryDetector ``fd`` and build the row (local and Ray)."""
     from ..media import is_alloc_failure
 
-    scores = None
+    scores = maps = None
     if sample.crops is not None and sample.error_type not in TRANSIENT_ERRORS:
         try:
-            scores = fd.classify_crops(list(sample.crops))
+            if getattr(fd, "heatmaps_available", False):  # a model with the features output: flagged faces' maps
+                scores, maps = fd.classify_crops_with_heatmaps(list(sample.crops))
+            else:
+                scores = fd.classify_crops(list(sample.crops))
         except FfdError:  # a model that breaks its contract: the run stops
             raise
         except Exception as e:  # an allocation failure is this run's, retried next time; anything else a bug
             if not is_alloc_failure(e):
                 raise
             sample.error, sample.error_type = "out of memory scoring the faces", "OutOfMemoryError"
-    return finish_row(sample, scores, fd.card, settings)
+    return finish_row(sample, scores, fd.card, settings, heatmaps=maps)
+
+
+class Prefetcher:
+    """Decodes the sampled frames of ``files`` in order in one background thread, ahead of face detection and
+    classification in the caller's thread (FFmpeg, OpenCV and ONNX Runtime release the GIL): the decode of
+    the next file overlaps the detection and scoring of this one. The queue holds at most ``depth`` frames,
+    so memory stays flat however many files there are. Time the thread waits on a full queue is not
+    counted against a file's decode deadline (:meth:`edge.media.VideoReader.extend_deadline`).
+
+    ``for sample, frames in prefetcher.files(): sample_file(..., prefetched=(sample, frames))``; an
+    exception of the decode (a broken file, a decode timeout) is raised by ``frames`` in the caller."""
+
+    def __init__(self, files: Sequence[tuple[Path, str]], settings: ScreenSettings, depth: int = PREFETCH_FRAMES):
+        import queue
+        import threading
+
+        self._files, self._settings = list(files), settings
+        self._q: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._reader = None
+        self._thread = threading.Thread(target=self._run, name="ffd-decode", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        import queue
+
+        t0 = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            if self._reader is not None:  # waiting for the consumer is not decoding time
+                self._reader.extend_deadline(time.monotonic() - t0)
+            return True
+        return False
+
+    def _opened(self, reader) -> None:
+        self._reader = reader
+
+    def _run(self) -> None:
+        for p, kind in self._files:
+            s = FileSample(path=str(p), kind=kind)
+            if not self._put(("file", s)):
+                return
+            try:
+                for item in _iter_frames(str(p), kind, self._settings, s, on_open=self._opened):
+                    if not self._put(("frame", item)):
+                        return
+            except BaseException as e:  # noqa: BLE001 - re-raised in the consumer, where sample_file sorts it
+                self._reader = None
+                if not self._put(("error", e)):
+                    return
+                continue
+            self._reader = None
+            if not self._put(("end", None)):
+                return
+
+    def _get(self):
+        """The next item, or ``("stopped", None)`` once :meth:`close` was called (never blocks after it)."""
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                return self._q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return "stopped", None
+
+    def _frames(self, state: dict):
+        while True:
+            kind, item = self._get()
+            if kind == "frame":
+                yield item
+                continue
+            state["done"] = True
+            if kind == "error":
+                raise item
+            return
+
+    def files(self):
+        """``(sample, frames)`` per file, in order; the frames the caller does not take (it stopped early on
+        a detection error) are skipped before the next file."""
+        for _ in self._files:
+            kind, s = self._get()
+            if kind != "file":
+                return
+            state = {"done": False}
+            frames = self._frames(state)
+            try:
+                yield s, frames
+            finally:
+                frames.close()
+                while not state["done"]:  # skip the rest of this file
+                    kind, _item = self._get()
+                    state["done"] = kind != "frame"
+
+    def close(self) -> None:
+        import queue
+
+        self._stop.set()
+        try:
+            while True:
+                self._q.get_nowait()
+        except queue.Empty:
+            pass
+        self._thread.join(timeout=5)
 
 
 def _worker_run(path: str, kind: str) -> dict:
@@ -318,13 +487,20 @@ def _worker_run(path: str, kind: str) -> dict:
 
 
 def _rows_local(todo: list[tuple[Path, str]], init_args: tuple, workers: int, card) -> Iterator[dict]:
-    """Rows in completion order; ``workers`` processes (spawned) or in-process when 0; ``card`` for crash rows."""
+    """Rows in completion order; ``workers`` processes (spawned) or in-process when 0; ``card`` for crash rows.
+
+    In-process, a :class:`Prefetcher` thread decodes the next files while this thread detects and scores
+    (two cores busy with ``-j 0``); with workers, each process reads its file as before."""
     if workers <= 0:
         _worker_init(*init_args)
+        pre = Prefetcher(todo, init_args[4])
         try:
-            for p, kind in todo:
-                yield _worker_run(str(p), kind)
+            fd, settings = _W["fd"], _W["settings"]
+            for (p, kind), (s, frames) in zip(todo, pre.files()):
+                yield score_sample(fd, sample_file(str(p), kind, settings, fd.detector, fd.spec,
+                                                   prefetched=(s, frames)), settings)
         finally:
+            pre.close()
             _W.pop("fd").close()
         return
     import multiprocessing as mp

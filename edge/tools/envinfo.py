@@ -29,6 +29,8 @@ PACKAGES = {
     "onnx-graphsurgeon": ("onnx-graphsurgeon",),
     "ray": ("ray",),
     "typer": ("typer",),
+    "av": ("av",),                            # PyAV: the default video decoder where it installs
+    "PyNvVideoCodec": ("PyNvVideoCodec", "pynvvideocodec"),  # NVDEC (the nvdec extra)
 }
 JETSON_RELEASE = Path("/etc/nv_tegra_release")
 
@@ -54,6 +56,18 @@ def _opencv() -> dict:
             "gstreamer": gst.split()[0] if gst else "unknown"}
 
 
+def _decoder() -> str:
+    """The video decoder :func:`edge.decoders.select_decoder` picks here (FFD_DECODER or auto) and why."""
+    from ..decoders import select_decoder
+    from ..errors import FfdError
+
+    try:
+        name, why = select_decoder()
+    except FfdError as e:  # FFD_DECODER names one that is unknown or not usable here
+        return f"unusable: {e.message}" + (f" (fix: {e.fix})" if e.fix else "")
+    return f"{name} ({why})"
+
+
 def collect_env() -> dict:
     """A JSON-able description of this machine as ffd-edge sees it."""
     import onnxruntime as ort
@@ -76,6 +90,7 @@ def collect_env() -> dict:
         "packages": {name: _version(dists) for name, dists in PACKAGES.items()},
         "onnxruntime_providers": ort.get_available_providers(),
         "opencv": _opencv(),
+        "video_decoder": _decoder(),
         "tensorrt_backend": "usable" if trt_reason is None else f"unavailable: {trt_reason}",
         "auto_backend_for_onnx": auto_backend("model.onnx", trt_reason)[0],  # the rule itself, not a copy
         "yunet_model": yunet,

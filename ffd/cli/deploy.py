@@ -28,12 +28,16 @@ def register(app: typer.Typer) -> None:
                                                      help="Faces in the parity check.")] = 32,
                atol: Annotated[float, typer.Option("--atol", callback=option("--atol", lo=0.0, hi=1.0),
                                                    help="Max |P(fake) diff| ONNX vs PyTorch.")] = 1e-4,
-               detector_model: DetectorModel = None):
+               detector_model: DetectorModel = None,
+               heatmap: Annotated[Optional[bool], typer.Option(
+                   "--heatmap/--no-heatmap",
+                   help="Second output 'features' for class-activation heatmaps (default: on when the head is "
+                        "global-average-pool + linear; --heatmap requires it).")] = None):
         """Export a checkpoint to ONNX (P(fake) output, model card in the metadata) and check parity on real faces."""
         from calib.export import export_onnx
 
         export_onnx(ckpt, output, opset=opset, batch=batch, parity_data=parity_data, parity_n=parity_n, atol=atol,
-                    detector_model=detector_model)
+                    detector_model=detector_model, heatmap=heatmap)
 
     calib_app = typer.Typer(help="Calibration sets for INT8 quantization.", no_args_is_help=True)
     app.add_typer(calib_app, name="calib")
@@ -68,8 +72,9 @@ def register(app: typer.Typer) -> None:
                 "--output", "-o", help="Output directory (default: beside the ONNX).")] = None,
             target: Annotated[str, typer.Option(
                 "--target", help="trt (Model Optimizer Q/DQ), cpu (ONNX Runtime U8S8) or both.")] = "both",
-            method: Annotated[str, typer.Option(
-                "--method", help="Calibration: entropy, max, percentile (cpu only).")] = "entropy",
+            method: Annotated[Optional[str], typer.Option(
+                "--method", help="Calibration of both flavours: entropy, max, percentile (cpu only). "
+                                 "Default: entropy for trt, percentile for cpu (measured: README, INT8).")] = None,
             exclude_op: Annotated[Optional[list[str]], typer.Option(
                 "--exclude-op", help="Op type kept in float; repeat.")] = None,
             exclude_node: Annotated[Optional[list[str]], typer.Option(

@@ -13,11 +13,11 @@ import typer
 
 from edge.settings import option  # one range check for every numeric option (one-line errors)
 
-from .options import Backend, ConnectTimeout, DetectorModel
+from .options import Backend, ConnectTimeout, Decoder, DetectorModel
 
 Sources = Annotated[list[str], typer.Argument(
-    help="Images, folders of images, videos, cameras (/dev/videoN, csi://N), streams (rtsp://, http://) "
-         "or a GStreamer pipeline.")]
+    help="Images, folders (their images, then their videos), videos, cameras (/dev/videoN, csi://N), streams "
+         "(rtsp://, http://) or a GStreamer pipeline.")]
 Model = Annotated[Path, typer.Option("--model", "-m",
                                      help="Model: .onnx (from `ffd export`/`ffd quantize`) or .engine.")]
 Output = Annotated[Optional[Path], typer.Option(
@@ -40,6 +40,11 @@ DetSize = Annotated[Optional[int], typer.Option(
     help="Videos/cameras: detector input, longer side in px (default 640; 320 is ~4x faster).")]
 Live = Annotated[Optional[bool], typer.Option(
     "--live/--no-live", help="Drop frames when behind (default: on for cameras/streams, off for files).")]
+Serve = Annotated[Optional[str], typer.Option(
+    "--serve", metavar="[HOST:]PORT",
+    help="Videos/cameras: live browser view (annotated stream, faces, /api/state) on http://HOST:PORT/; HOST "
+         "defaults to 127.0.0.1 (this machine only), 0.0.0.0 serves every interface; port 0 picks a free one. "
+         "Needs the serve extra (aiohttp).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -48,7 +53,12 @@ def register(app: typer.Typer) -> None:
                detector_model: DetectorModel = None, batch_size: BatchSize = 32, max_faces: MaxFaces = None,
                threads: Threads = None, save_video: VideoOut = None, show: Show = False, every: Every = 1,
                max_frames: MaxFrames = None, live: Live = None, det_size: DetSize = None,
-               connect_timeout: ConnectTimeout = None):
+               connect_timeout: ConnectTimeout = None, serve: Serve = None, decoder: Decoder = None,
+               heatmaps: Annotated[Optional[Path], typer.Option(
+                   "--heatmaps", metavar="DIR",
+                   help="Write a heatmap overlay (where the model saw the forgery) per face at or above the "
+                        "threshold into DIR; existing files are never overwritten. Needs a model exported with "
+                        "its 'features' output (`ffd export`, the default for the students).")] = None):
         """Score every face (P(fake) and a label per the model's threshold) as JSON lines."""
         from edge.errors import ConfigError
         from edge.detect import detect_sources, source_kind
@@ -59,5 +69,5 @@ def register(app: typer.Typer) -> None:
                                  batch_size=batch_size, max_faces=max_faces, threads=threads,
                                  log=lambda line: typer.echo(line, err=True), video_out=save_video, display=show,
                                  every=every, max_frames=max_frames, live=live, det_max_side=det_size,
-                                 connect_timeout_s=connect_timeout)
+                                 connect_timeout_s=connect_timeout, serve=serve, heatmaps=heatmaps)
         typer.echo(f"{summary}" + (f" -> {output}" if output else ""), err=True)

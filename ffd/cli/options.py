@@ -17,6 +17,25 @@ Backend = Annotated[str, typer.Option(
                       "(an .onnx is built once into MODEL.engine).")]
 Workers = Annotated[int, typer.Option("--workers", "-j", callback=option("--workers", "workers"),
                                       help="Parallel worker processes (0: in-process).")]
+
+
+def _use_decoder(value: Optional[str]) -> Optional[str]:
+    """--decoder: checked (an unknown or unusable one is one error line), then handed to every reader of this
+    run, worker processes included, as FFD_DECODER."""
+    if value:
+        import os
+
+        from edge.decoders import select_decoder
+
+        select_decoder(value)
+        os.environ["FFD_DECODER"] = value.strip().lower()
+    return value
+
+
+Decoder = Annotated[Optional[str], typer.Option(
+    "--decoder", callback=_use_decoder,
+    help="Video decoding back-end: auto (GStreamer nvv4l2decoder on Jetson, NVDEC with PyNvVideoCodec, else PyAV, "
+         "else OpenCV), pyav, opencv, gstreamer or nvdec; env FFD_DECODER. `ffd env` says which is used and why.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
 ConnectTimeout = Annotated[Optional[float], typer.Option(
     "--connect-timeout", callback=option("--connect-timeout", "connect_timeout_s"),

@@ -9,7 +9,7 @@ import typer
 
 from edge.settings import option  # one range check for every numeric option (one-line errors)
 
-from .options import Backend, ConnectTimeout, DetectorModel, Workers
+from .options import Backend, ConnectTimeout, Decoder, DetectorModel, Workers
 
 
 def register(app: typer.Typer) -> None:
@@ -25,6 +25,9 @@ def register(app: typer.Typer) -> None:
         every_s: Annotated[Optional[float], typer.Option(
             "--every-s", callback=option("--every-s", "every_s"),
             help="Sample one frame every K seconds instead of --frames (e.g. 0.5 = 2 fps).")] = None,
+        sample: Annotated[str, typer.Option(
+            "--sample", help="Which frames of a video: uniform (--frames N or --every-s K, default) or keyframes "
+                             "(only keyframes are decoded; --frames N takes N of them, default all).")] = "uniform",
         aggregate: Annotated[str, typer.Option(
             "--aggregate", help="Video score from frame scores: mean (default), max or topk:K.")] = "mean",
         max_faces: Annotated[int, typer.Option("--max-faces", callback=option("--max-faces", "max_faces"),
@@ -41,6 +44,7 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[Optional[int], typer.Option("--limit", callback=option("--limit", "count"),
                                                      help="Screen at most N files this run.")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
+        decoder: Decoder = None,
     ):
         """Screen an archive: per-file score, label and evidence in SQLite; resumable; report and export."""
         from edge.errors import ConfigError
@@ -49,7 +53,12 @@ def register(app: typer.Typer) -> None:
 
         if frames is not None and every_s is not None:
             raise ConfigError("--frames and --every-s both choose the frames of a video", fix="pass one of them")
-        settings = ScreenSettings(n_frames=frames or 32, every_s=every_s, aggregation=aggregate, max_faces=max_faces)
+        if sample == "keyframes":
+            settings = ScreenSettings(n_frames=frames, every_s=every_s, aggregation=aggregate, max_faces=max_faces,
+                                      sample=sample)
+        else:
+            settings = ScreenSettings(n_frames=frames or 32, every_s=every_s, aggregation=aggregate,
+                                      max_faces=max_faces, sample=sample)
         s = screen_archive(archive, model, db, settings=settings, workers=workers, backend=backend,
                            detector_model=detector_model, retry_errors=retry_errors, report=report, export=export,
                            ray_address=ray, progress=progress, limit=limit, connect_timeout_s=connect_timeout)

@@ -197,13 +197,14 @@ def extract_outcomes(corpus: Path, entries, out: Path, *, frames: int = 4, worke
 # --- ffd detect -----------------------------------------------------------------------------------
 def detect_image_outcomes(corpus: Path, entries, model: Path, out: Path, timeout: float = 300,
                           env: dict | None = None) -> tuple[list[Outcome], CliRun]:
-    """``ffd detect FOLDERS -m MODEL -o OUT``: one JSON record per face / faceless / unreadable image."""
+    """``ffd detect FOLDERS -m MODEL -o OUT``: one JSON record per face / faceless / unreadable image (the
+    folders' videos are played too, their frame records keyed by ``source``, a broken one an error record)."""
     run = run_ffd(["detect", corpus / "real", corpus / "fake", "-m", model, "-o", out], timeout=timeout, env=env)
     recs: dict[str, list[dict]] = {}
     if out.is_file():
         for line in out.read_text().splitlines():
             r = json.loads(line)
-            recs.setdefault(_abs(Path(r["file"])), []).append(r)
+            recs.setdefault(_abs(Path(r["file"] if "file" in r else r["source"])), []).append(r)
     outcomes = []
     for e in entries:
         if e.kind != "image" and e.expect != "skipped":

@@ -97,7 +97,7 @@ def test_detect_corpus_images_cli(rel_corpus, rel_model, tmp_path):
     _assert_all_ok(outcomes, run)
 
 
-def test_detect_corpus_videos(rel_corpus, rel_model):
+def test_detect_corpus_videos(decoder, rel_corpus, rel_model):
     _, entries = rel_corpus
     outcomes = detect_video_outcomes(entries, rel_model)
     assert len(outcomes) == sum(e.kind == "video" and e.expect != "skipped" for e in entries)
@@ -112,7 +112,7 @@ def test_detect_cli_videos_never_traceback(rel_corpus, rel_model, tmp_path):
     assert not run.problems(), run.stderr[-2000:]
 
 
-def test_screen_corpus(rel_corpus, rel_model, tmp_path):
+def test_screen_corpus(decoder, rel_corpus, rel_model, tmp_path):
     folder, entries = rel_corpus
     db, report = tmp_path / "s.sqlite", tmp_path / "report.html"
     outcomes, run = screen_outcomes(folder, entries, rel_model, db, report=report)
@@ -164,7 +164,7 @@ def test_eval_cli_bad_image_is_one_clear_line(rel_corpus, rel_ckpt, london_neutr
 
 
 # --- the per-file decode watchdog ------------------------------------------------------------
-def test_decode_timeout_is_a_recorded_error(rel_corpus, tmp_path, monkeypatch):
+def test_decode_timeout_is_a_recorded_error(decoder, rel_corpus, tmp_path, monkeypatch):
     from edge.errors import InputError
     from edge.media import VideoReader, iter_video_frames
 

@@ -3,6 +3,7 @@ random bytes as image/video files, random arrays of any shape/dtype/values as fr
 sizes. Every input gives a well-formed result or an FfdError (InputError) -- nothing else."""
 from __future__ import annotations
 
+import importlib.util
 import itertools
 
 import cv2
@@ -86,10 +87,13 @@ def seed_video(work, london_neutral):
     return write_face_video(work / "seed.mp4", london_neutral[:2], n_frames=6, size=(160, 120)).read_bytes()
 
 
+DECODERS = ["pyav", "opencv"] if importlib.util.find_spec("av") else ["opencv"]  # both back-ends where PyAV is
+
+
 @settings(max_examples=25, deadline=None, derandomize=True, database=None)
 @given(cut=st.floats(0.05, 1.0), flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 255)), max_size=16),
-       ext=st.sampled_from([".mp4", ".mkv", ".avi"]))
-def test_video_reader_mutated_mp4(work, seed_video, cut, flips, ext):
+       ext=st.sampled_from([".mp4", ".mkv", ".avi"]), dec=st.sampled_from(DECODERS))
+def test_video_reader_mutated_mp4(work, seed_video, cut, flips, ext, dec):
     from edge.media import VideoReader
 
     data = bytearray(seed_video)
@@ -97,7 +101,7 @@ def test_video_reader_mutated_mp4(work, seed_video, cut, flips, ext):
         data[int(pos * (len(data) - 1))] ^= x
     p = _file(work, bytes(data[: max(1, int(len(data) * cut))]), ext)
     try:
-        with VideoReader(p, timeout_s=30) as r:
+        with VideoReader(p, timeout_s=30, decoder=dec) as r:  # both decoding back-ends
             for idx, t, frame in r.frames(n_frames=3):
                 _check_image(frame)
                 assert idx >= 0 and t >= 0
