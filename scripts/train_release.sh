@@ -39,7 +39,7 @@ ffd train teacher "${DATA[@]}" -o "$R/teacher" --size "$SIZE" --epochs "${TEACHE
 
 step "3/6 student: mobilenetv2_100, two-in-one KD from the teacher"
 ffd train student "${DATA[@]}" -o "$R/student" --kd two-in-one --teacher "$R/teacher/best.pt" \
-    --epochs "${STUDENT_EPOCHS:-4}" --samples-per-epoch "$PER_EPOCH" --lr 5e-4 --no-progress --resume
+    --epochs "${STUDENT_EPOCHS:-6}" --samples-per-epoch "$PER_EPOCH" --lr 5e-4 --no-progress --resume
 
 step "4/6 threshold on the per-source validation parts (never the reported test parts)"
 ffd calibrate-threshold "$R/student/best.pt" "$F/timit" "$F/ciplab" -o "$R/student.pt"
