@@ -128,7 +128,8 @@ class HeatmapWriter:
 
     ``write(stem, crop, heat)`` saves ``stem.jpg`` (``.png`` with ``ext=".png"``); when that name is taken -- a
     user's file, or an earlier run's overlay -- it picks ``stem_1.jpg``, ``stem_2.jpg``, ...: each file is created
-    with ``O_EXCL``, so not even a concurrent writer's file is replaced. The folder is created when missing.
+    by a hard link, which never replaces a file, not even a concurrent writer's; it is written whole before it
+    gets its name. The folder is created when missing.
     """
 
     def __init__(self, folder, ext: str = ".jpg", quality: int = 90):
@@ -152,6 +153,7 @@ class HeatmapWriter:
     def write(self, stem: str, crop_bgr: np.ndarray, heat: np.ndarray) -> str:
         """Overlay ``heat`` on ``crop_bgr``, save it under a fresh name; returns the path written."""
         import contextlib
+        import errno
         import os
         import re
 
@@ -165,24 +167,35 @@ class HeatmapWriter:
         if not ok:
             raise ConfigError("OpenCV could not encode a heatmap overlay", path=self.folder)
         stem = re.sub(r"[^\w.-]+", "_", stem)[:120].strip("._") or "face"
-        for i in range(10_000):
-            p = self.folder / f"{stem}{'' if i == 0 else f'_{i}'}{self.ext}"
-            try:
-                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            except FileExistsError:
-                continue
-            except OSError as e:
-                raise ConfigError(f"cannot write a heatmap overlay: {e.strerror or e}", path=p,
-                                  fix="give a writable folder with free space for --heatmaps") from e
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(buf.tobytes())
-            except OSError as e:
-                with contextlib.suppress(OSError):
-                    os.unlink(p)  # our own half-written file, never another
-                raise ConfigError(f"cannot write a heatmap overlay: {e.strerror or e}", path=p,
-                                  fix="give a writable folder with free space for --heatmaps") from e
-            self.written += 1
-            return str(p)
+        fix = "give a writable folder with free space for --heatmaps"
+        # written whole into a hidden temporary file first, then hard-linked under its name: a link never
+        # replaces a file (FileExistsError: take the next name), and a run killed mid-write leaves no
+        # half-written overlay under a real name
+        tmp = self.folder / f".{stem}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(buf.tobytes())
+            for i in range(10_000):
+                p = self.folder / f"{stem}{'' if i == 0 else f'_{i}'}{self.ext}"
+                try:
+                    os.link(tmp, p)
+                except FileExistsError:
+                    continue
+                except OSError as e:  # a filesystem without hard links (FAT/exFAT cards): exclusive create
+                    if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+                        raise
+                    try:
+                        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                    except FileExistsError:
+                        continue
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(buf.tobytes())
+                self.written += 1
+                return str(p)
+        except OSError as e:
+            raise ConfigError(f"cannot write a heatmap overlay: {e.strerror or e}", path=self.folder, fix=fix) from e
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # our own temporary file, never another
         raise ConfigError(f"10000 overlays named {stem}* already exist", path=self.folder,
                           fix="give --heatmaps an empty folder")

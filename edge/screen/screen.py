@@ -265,33 +265,37 @@ HEATMAP_TOP_FRAMES = 3  # flagged files: heatmaps of this many top frames go int
 HEATMAP_SIDE = 128      # px of each stored overlay (JPEG)
 
 
-def _heatmap_evidence(sample: FileSample, frame_scores: list, frame_best: list, heatmaps: list) -> str | None:
-    """JSON list of the top frames' overlays ``{frame, t, score, jpeg (base64)}`` (most suspicious first), or None."""
+def _heatmap_evidence(sample: FileSample, frame_scores: list, frame_best: list, scores: np.ndarray, threshold: float,
+                      heatmaps_of) -> str | None:
+    """JSON list of the top frames' overlays ``{frame, t, score, jpeg (base64)}`` (most suspicious first), or None.
+
+    Only the most suspicious face of each of the :data:`HEATMAP_TOP_FRAMES` top frames, at or above the
+    threshold, is mapped: ``heatmaps_of(crops) -> maps`` runs on those few crops (a second, small inference),
+    so screening classifies every other face on the plain scores path."""
     import base64
 
     from ..heatmap import encode_jpeg, overlay
 
     order = sorted((i for i, sc in enumerate(frame_scores) if sc is not None), key=lambda i: -frame_scores[i])
+    top = [fi for fi in order if frame_best[fi] is not None and scores[frame_best[fi]] >= threshold]
+    top = top[:HEATMAP_TOP_FRAMES]
+    if not top:
+        return None
     out = []
-    for fi in order:
-        k = frame_best[fi]
-        if k is None or k >= len(heatmaps) or heatmaps[k] is None:
-            continue
-        jpg = encode_jpeg(overlay(sample.crops[k], heatmaps[k]), side=HEATMAP_SIDE)
+    for fi, heat in zip(top, heatmaps_of([sample.crops[frame_best[fi]] for fi in top])):
+        jpg = None if heat is None else encode_jpeg(overlay(sample.crops[frame_best[fi]], heat), side=HEATMAP_SIDE)
         if jpg:
             out.append({"frame": sample.frames[fi]["frame"], "t": sample.frames[fi]["t"],
                         "score": round(float(frame_scores[fi]), 5), "jpeg": base64.b64encode(jpg).decode("ascii")})
-        if len(out) >= HEATMAP_TOP_FRAMES:
-            break
     return json.dumps(out) if out else None
 
 
 def finish_row(sample: FileSample, scores: np.ndarray | None, card, settings: ScreenSettings,
-               heatmaps: list | None = None) -> dict:
+               heatmaps_of=None) -> dict:
     """Aggregate the crop scores of a sample into the database row (see :mod:`edge.screen.db`).
 
-    ``heatmaps`` (one per crop, ``None`` for crops below the threshold: :meth:`ForgeryDetector.
-    classify_crops_with_heatmaps`): a file labelled fake keeps the overlays of its top frames in ``heatmaps``."""
+    ``heatmaps_of(crops) -> maps`` (given when the model has the heatmap output): a file labelled fake keeps
+    the overlays of its top frames in ``heatmaps`` (:func:`_heatmap_evidence`)."""
     row = {"path": sample.path, "kind": sample.kind, "aggregation": settings.aggregation,
            "model_id": card.model_id(), "threshold": card.threshold, "settings": settings.key(),
            "duration_s": None if sample.duration_s is None else round(sample.duration_s, 3),
@@ -325,8 +329,8 @@ def finish_row(sample: FileSample, scores: np.ndarray | None, card, settings: Sc
         return row
     row.update(status="done", score=round(score, 6), label=card.label(score),
                thumb=_thumb(sample.crops[int(np.argmax(scores))]))
-    if heatmaps and row["label"] == "fake":
-        row["heatmaps"] = _heatmap_evidence(sample, frame_scores, frame_best, heatmaps)
+    if heatmaps_of is not None and row["label"] == "fake":
+        row["heatmaps"] = _heatmap_evidence(sample, frame_scores, frame_best, scores, card.threshold, heatmaps_of)
     return row
 
 
@@ -358,20 +362,21 @@ def score_sample(fd, sample: FileSample, settings: ScreenSettings) -> dict:
     """Classify the crops of ``sample`` with the ForgeryDetector ``fd`` and build the row (local and Ray)."""
     from ..media import is_alloc_failure
 
-    scores = maps = None
+    scores = None
     if sample.crops is not None and sample.error_type not in TRANSIENT_ERRORS:
         try:
-            if getattr(fd, "heatmaps_available", False):  # a model with the features output: flagged faces' maps
-                scores, maps = fd.classify_crops_with_heatmaps(list(sample.crops))
-            else:
-                scores = fd.classify_crops(list(sample.crops))
+            scores = fd.classify_crops(list(sample.crops))
         except FfdError:  # a model that breaks its contract: the run stops
             raise
         except Exception as e:  # an allocation failure is this run's, retried next time; anything else a bug
             if not is_alloc_failure(e):
                 raise
             sample.error, sample.error_type = "out of memory scoring the faces", "OutOfMemoryError"
-    return finish_row(sample, scores, fd.card, settings, heatmaps=maps)
+    heatmaps_of = None
+    if getattr(fd, "heatmaps_available", False):  # a model with the features output: the top frames' maps
+        def heatmaps_of(crops):
+            return fd.classify_crops_with_heatmaps(crops, only_flagged=False)[1]
+    return finish_row(sample, scores, fd.card, settings, heatmaps_of=heatmaps_of)
 
 
 class Prefetcher:
