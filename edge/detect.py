@@ -133,15 +133,21 @@ def _stream_heatmaps(fd: ForgeryDetector, out, frame, faces, stem: str, best: di
 
 
 def _source_stem(uri) -> str:
-    """A file-name stem for a source's overlays: the video's stem, ``camN`` for a device, else ``stream``."""
+    """A file-name stem for a source's overlays: the video's stem, ``camN`` for a camera, else ``stream``
+    (:func:`edge.sources.parse_uri` classifies, as everywhere)."""
     from pathlib import Path
 
-    u = str(uri)
-    if u.isdigit() or u.startswith("/dev/video"):
-        return "cam" + "".join(ch for ch in u if ch.isdigit())
-    if "://" in u and not u.startswith("file://"):
+    from .stream.sources import parse_uri
+
+    try:
+        p = parse_uri(uri)
+    except (SourceError, OSError):
         return "stream"
-    return Path(u.removeprefix("file://")).stem or "video"
+    if p.kind in ("v4l2", "csi"):
+        return "cam" + "".join(ch for ch in str(uri) if ch.isdigit())
+    if p.live:
+        return "stream"
+    return Path(str(p.target)).stem or "video"
 
 
 def _image_inputs(paths: Iterable[str | os.PathLike], folder_videos: bool = False) -> Iterator[tuple]:
