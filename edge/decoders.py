@@ -9,7 +9,9 @@ decode timeout and the truncated / over-claimed / broken-index fallbacks are one
   (``thread_type = "AUTO"``); a frame is converted to a BGR ndarray only when it is sampled
   (``grab()`` decodes, ``retrieve()`` converts); its timestamp is ``(pts - start) * time_base``
   (``frame_time``), exact also for variable frame rates; keyframes alone are decoded with
-  ``skip_frame = "NONKEY"`` (:meth:`PyAVCapture.keyframes`).
+  ``skip_frame = "NONKEY"`` (:meth:`PyAVCapture.keyframes`); a sequential pass for sparse samples lets the
+  decoder skip the non-reference frames it does not need (``skip_frame = "NONREF"`` per packet,
+  :meth:`PyAVCapture.skip_unwanted`): no other frame depends on them, so the samples stay exact.
 * ``opencv``: OpenCV's FFmpeg back-end (the fallback; always installed).
 * ``gstreamer``: hardware decoding on Jetson through OpenCV's GStreamer back-end and ``nvv4l2decoder``
   (when ``cv2.getBuildInformation()`` shows GStreamer and the element exists).
@@ -133,11 +135,10 @@ def keyframe_times(path: str | os.PathLike) -> list[tuple[int, float]] | None:
     return None if table is None else [(i, t) for i, t, _ in table]
 
 
-def keyframe_table(path: str | os.PathLike) -> list[tuple[int, float, int]] | None:
-    """``[(frame index, timestamp_s, pts)]`` of the keyframes of the video at ``path``, exact: the index is the rank
-    of the keyframe's presentation timestamp among those of all the stream's packets (B-frames and variable
-    frame rates included), the time its pts in seconds from the stream's start. Demuxed only (one cheap pass,
-    no decode); None without PyAV or when the file does not demux."""
+def _demux_stamps(path: str | os.PathLike):
+    """One demux pass (no decode) over the first video stream: ``(stamps, keyframe stamps, time_base,
+    start, complete)`` in packet order, a packet's stamp its pts (else dts, else its rank); ``complete``:
+    every packet had a pts of its own. None without PyAV or when the file does not open."""
     try:
         import av
     except ImportError:
@@ -147,13 +148,15 @@ def keyframe_table(path: str | os.PathLike) -> list[tuple[int, float, int]] | No
             s = next((x for x in c.streams if x.type == "video"), None)
             if s is None:
                 return None
-            stamps, keys = [], []
+            stamps, keys, complete = [], [], True
             try:
                 for pkt in c.demux(s):
                     if pkt.size == 0:
                         continue
-                    ts = pkt.pts if pkt.pts is not None else pkt.dts
-                    ts = len(stamps) if ts is None else ts
+                    ts = pkt.pts
+                    if ts is None:
+                        complete = False
+                        ts = pkt.dts if pkt.dts is not None else len(stamps)
                     stamps.append(ts)
                     if pkt.is_keyframe:
                         keys.append(ts)
@@ -161,14 +164,39 @@ def keyframe_table(path: str | os.PathLike) -> list[tuple[int, float, int]] | No
                 pass
             tb = float(s.time_base) if s.time_base else 0.0
             first = s.start_time
-    except Exception:  # noqa: BLE001 - a file PyAV cannot open: no keyframes known
+    except Exception:  # noqa: BLE001 - a file PyAV cannot open: nothing known
         return None
+    return stamps, keys, tb, first, complete
+
+
+def keyframe_table(path: str | os.PathLike) -> list[tuple[int, float, int]] | None:
+    """``[(frame index, timestamp_s, pts)]`` of the keyframes of the video at ``path``, exact: the index is the rank
+    of the keyframe's presentation timestamp among those of all the stream's packets (B-frames and variable
+    frame rates included), the time its pts in seconds from the stream's start. Demuxed only (one cheap pass,
+    no decode); None without PyAV or when the file does not demux."""
+    got = _demux_stamps(path)
+    if got is None:
+        return None
+    stamps, keys, tb, first, _ = got
     stamps.sort()
     start = first if first is not None else (stamps[0] if stamps else 0)
     out = {}
     for ts in keys:
         out[bisect.bisect_left(stamps, ts)] = (max(0.0, (ts - start) * tb), ts)
     return [(i, t, ts) for i, (t, ts) in sorted(out.items())]
+
+
+def packet_stamps(path: str | os.PathLike) -> list[int] | None:
+    """The presentation timestamps of all the video packets of ``path`` in display order: ``stamps[i]`` is
+    frame ``i``'s pts. Demuxed only; None without PyAV, when the file does not demux, or when a packet lacks
+    a pts or two share one (the ranks would not be exact)."""
+    got = _demux_stamps(path)
+    if got is None or not got[4] or not got[0]:
+        return None
+    stamps = sorted(got[0])
+    if any(a == b for a, b in zip(stamps, stamps[1:])):
+        return None
+    return stamps
 
 
 # --- PyAV -----------------------------------------------------------------------------------------------
@@ -204,7 +232,12 @@ class PyAVCapture:
         self._s = None
         self._cur = None
         self._pushback = None
+        self._stamps: list[int] | None = None  # skip_unwanted(): frame i's pts, and the next frame's rank
+        self._wanted: set[int] | None = None
+        self._k = 0
+        self._grabbed = False
         self.frame_time: float | None = None
+        self.frames_decoded = 0  # frames the decoder gave back (skipped ones are not decoded at all)
         try:
             # FFmpeg's blocking open/read interrupted after the timeout, floored at 1 s as OpenCV's whole
             # milliseconds are (the per-file deadline itself is checked between frames by VideoReader)
@@ -233,8 +266,11 @@ class PyAVCapture:
     def _decode(self, packets=None):
         av = self._av
         bad = 0
+        cc = self._s.codec_context
         try:
             for pkt in packets if packets is not None else self._c.demux(self._s):
+                if self._wanted is not None and pkt.size:  # read per packet when it is sent (frame threads too)
+                    cc.skip_frame = "DEFAULT" if pkt.pts in self._wanted else "NONREF"
                 try:
                     frames = self._s.codec_context.decode(pkt)
                 except av.error.EOFError:
@@ -245,6 +281,7 @@ class PyAVCapture:
                         return
                     continue
                 bad = 0
+                self.frames_decoded += len(frames)
                 yield from frames
         except av.error.FFmpegError:  # demuxing failed (truncated, corrupt container): the stream ends here
             return
@@ -255,12 +292,53 @@ class PyAVCapture:
     def grab(self) -> bool:
         if self._s is None:
             return False
+        self._grabbed = True
+        if self._stamps is not None:
+            return self._grab_ranked()
         if self._pushback is not None:
             self._cur, self._pushback = self._pushback, None
         else:
             self._cur = next(self._it, None)
         self.frame_time = None if self._cur is None else self._time(self._cur)
         return self._cur is not None
+
+    def skip_unwanted(self, stamps: list[int], wanted: set[int]) -> bool:
+        """From the start of the stream, walk frame by frame through ``stamps`` (every frame's pts in display
+        order, :func:`packet_stamps`) while the decoder skips the non-reference frames whose rank is not in
+        ``wanted`` (``skip_frame = "NONREF"`` for their packets, ``DEFAULT`` for the wanted ones): nothing
+        refers to a non-reference frame, so every frame that is decoded is exact. A skipped frame still
+        counts: ``grab()`` returns True for it and ``retrieve()`` fails. False (nothing changed) once a
+        frame was grabbed or after a seek."""
+        if self._s is None or self._grabbed or not stamps:
+            return False
+        self._stamps, self._k = list(stamps), 0
+        self._wanted = {stamps[i] for i in wanted if 0 <= i < len(stamps)}
+        return True
+
+    def _grab_ranked(self) -> bool:
+        """Frame ``self._k`` of the ranked walk: the decoded frame with its pts, or a skipped one (None)."""
+        stamps = self._stamps
+        if self._k >= len(stamps):
+            self._cur = None
+            return False
+        want = stamps[self._k]
+        while True:
+            ahead = self._pushback if self._pushback is not None else next(self._it, None)
+            self._pushback = ahead
+            if ahead is None:  # the decoder ended: later frames are not in the file
+                self._cur = None
+                return False
+            if ahead.pts is not None and ahead.pts < want:  # a frame the table does not hold: dropped
+                self._pushback = None
+                continue
+            break
+        if ahead.pts == want:
+            self._cur, self._pushback = ahead, None
+        else:  # the decoder skipped this one (or it failed to decode): counted, not decoded
+            self._cur = None
+        self._k += 1
+        self.frame_time = max(0.0, (want - self._start) * self._tb) if self._tb else None
+        return True
 
     def _convert(self, frame) -> np.ndarray:
         img = frame.to_ndarray(format="bgr24")
@@ -290,6 +368,9 @@ class PyAVCapture:
             self._c.seek(target, stream=self._s, backward=True, any_frame=False)
         except self._av.error.FFmpegError:
             return False
+        self._stamps = self._wanted = None
+        self._s.codec_context.skip_frame = "DEFAULT"
+        self._grabbed = True
         self._it = self._decode()
         self._pushback = None
         for frame in self._it:
@@ -334,6 +415,8 @@ class PyAVCapture:
             self._c.seek(self._start, stream=self._s, backward=True, any_frame=False)
         except self._av.error.FFmpegError:
             return
+        self._stamps = self._wanted = None
+        self._grabbed = True
         self._s.codec_context.skip_frame = "NONKEY"
 
         def packets():

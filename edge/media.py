@@ -513,7 +513,8 @@ class VideoReader:
 
     Uniform samples (``frames(n_frames=N)``) are read by ``strategy``: ``seek`` (one
     ``CAP_PROP_POS_FRAMES`` seek per sample: each decodes from the keyframe before it), ``sequential``
-    (one pass that ``grab()``s every frame and colour-converts only the samples, stopping after the last)
+    (one pass that ``grab()``s every frame and colour-converts only the samples, stopping after the last;
+    PyAV skips the non-reference frames that are not samples, ``skipping``)
     or ``auto`` (default: :func:`choose_strategy` by the keyframe interval, :func:`keyframe_interval`, or
     :data:`ASSUMED_GOP`). Both give the same frames, indices and timestamps; ``strategy`` and ``gop`` say
     what was used. A sequential pass holds its samples (at most ``hold_bytes``, default 256 MB) until it
@@ -547,6 +548,7 @@ class VideoReader:
         self.decoded: int | None = None
         self.hold_bytes = hold_bytes
         self.strategy: str | None = None  # how the last frames() read the file: seek | sequential
+        self.skipping = False  # the last sequential pass let the decoder skip unwanted non-reference frames
         self.gop: int | None = None  # the keyframe interval auto chose by (None: assumed ASSUMED_GOP)
 
     def __enter__(self) -> "VideoReader":
@@ -559,6 +561,11 @@ class VideoReader:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+    @property
+    def frames_decoded(self) -> int | None:
+        """Frames the decoder has given back since the file was (re)opened, where the back-end counts them (PyAV)."""
+        return getattr(self._cap, "frames_decoded", None)
 
     def _time(self, index: int) -> float:
         t = self._times.get(index)
@@ -598,6 +605,19 @@ class VideoReader:
     def _restart(self) -> None:
         self._cap.release()
         self._cap = _new_capture(self.path, self.timeout_s, self.decoder)
+
+    def _skip_unwanted(self, wanted) -> None:
+        """Before a sequential pass from the start: let a decoder that can (PyAV) skip the non-reference frames
+        not in ``wanted`` (indices). Frame ranks then come from the container's timestamps, so only when its
+        packets are as many as its frame count says and each has a pts of its own (else: every frame decoded)."""
+        skip = getattr(self._cap, "skip_unwanted", None)
+        if skip is None or self.info.frame_count <= 0:
+            return
+        from .decoders import packet_stamps
+
+        stamps = packet_stamps(self.path)
+        if stamps is not None and len(stamps) == self.info.frame_count:
+            self.skipping = bool(skip(stamps, set(wanted)))
 
     def _count_frames(self) -> int:
         """Frames that really decode (grab() decodes without the colour conversion)."""
@@ -671,6 +691,7 @@ class VideoReader:
         streamed: set[int] = set()  # samples already given (only once the budget was exceeded)
         held_bytes, reached = 0, False
         last = targets[-1]
+        self._skip_unwanted(targets)
         for i, t, frame in self._sequential(set(targets).__contains__, stop_after=last):
             reached = i == last
             if not streamed and held_bytes + frame.nbytes > self.hold_bytes:  # over budget: stream from here on
@@ -766,6 +787,8 @@ class VideoReader:
             frames = self._uniform(n_frames, strategy)
         else:
             self.strategy = "sequential"
+            if step > 1:
+                self._skip_unwanted(range(0, max(self.info.frame_count, 0), step))
             frames = self._sequential(lambda i: i % step == 0)
         n_yielded = 0
         for item in frames:

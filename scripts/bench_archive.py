@@ -125,9 +125,11 @@ def decode_costs(clip: Path, n_frames: int, repeats: int, seeks: bool = True) ->
         for _ in r.frames(n_frames=n_frames):
             pass
         auto, gop, info, dec = r.strategy, r.gop, r.info, r.decoder
+        skipping, decoded = r.skipping, r.frames_decoded  # PyAV: unwanted non-reference frames not decoded
     k = max(1, round(info.fps * 0.5))
     out = {"decoder": dec, "frames": info.frame_count, "fps": info.fps, "duration_s": info.duration_s,
-           "auto_strategy": auto, "gop_measured": gop,
+           "auto_strategy": auto, "gop_measured": gop, "auto_skips_nonref": skipping,
+           "auto_frames_decoded": decoded,
            "seek_s": _median_time(lambda: sample("seek"), repeats) if seeks else None,
            "sequential_s": _median_time(lambda: sample("sequential"), repeats),
            "grab_all_s": _median_time(grab_all, repeats),
@@ -274,8 +276,10 @@ def main() -> None:
             r = row["by_decoder"][dec] = {}
             r["decode"] = d = decode_costs(c["clip"], a.frames, a.repeats, seeks=not a.no_seek_timing)
             seek = f"seek {d['seek_s']:.2f} s, " if d["seek_s"] is not None else ""
+            skip = ", non-reference skipped" if d["auto_skips_nonref"] else ""
             print(f"{c['size']:>5} {c['codec']:<38} [{dec}] {a.frames} samples: {seek}sequential "
-                  f"{d['sequential_s']:.2f} s, auto={d['auto_strategy']}, one grab() pass {d['grab_all_s']:.2f} s, "
+                  f"{d['sequential_s']:.2f} s, auto={d['auto_strategy']} ({d['auto_frames_decoded']} decoded{skip}),"
+                  f" one grab() pass {d['grab_all_s']:.2f} s, "
                   f"every 15th {d['every_s']:.2f} s, keyframes {d['keyframes_s']:.2f} s", flush=True)
             if a.skip_screen:
                 continue

@@ -3,6 +3,8 @@ and HEVC written through PyAV. Seeks and the sequential pass give the frames ask
 indices and timestamps; ``auto`` reads a long-GOP clip in one pass. Skipped with the reason without PyAV."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from media import have_encoder, write_archive_video, write_corrupt_files
@@ -95,3 +97,36 @@ def test_sequential_pass_on_a_container_claiming_more_frames(decoder, tmp_path, 
         assert idx == want
     else:  # frames streamed before the end was found stay (real frames, exact indices); none is missing
         assert set(want) <= set(idx) and len(idx) == len(set(idx)) and max(idx) < r.decoded
+
+
+@needs_x264
+@pytest.mark.parametrize("how", [{"n_frames": 8, "strategy": "sequential"}, {"every": 7}])
+def test_pyav_pass_skips_unwanted_non_reference_frames(h264_clip, how):
+    """PyAV's sequential pass does not decode the B-frames nothing refers to unless they are samples: the
+    samples are still the frames (indices, timestamps, pixels) of a full decode, and fewer frames decode."""
+    seq = _sequential_decode(h264_clip)
+    with VideoReader(h264_clip, decoder="pyav") as r:
+        got = list(r.frames(**how))
+        assert r.skipping
+        decoded = r.frames_decoded
+    want = uniform_indices(len(seq), 8) if "n_frames" in how else list(range(0, len(seq), 7))
+    assert [i for i, _, _ in got] == want
+    assert [t for _, t, _ in got] == pytest.approx([i / FPS for i in want], abs=1e-3)
+    for i, _, f in got:
+        assert np.array_equal(f, seq[i]), f"frame {i} differs from the full decode's"
+    assert decoded < max(want) + 1, f"{decoded} frames decoded for a pass up to frame {max(want)}"
+
+
+@needs_x264
+def test_pyav_decodes_every_frame_when_the_container_count_is_off(tmp_path, london_neutral):
+    """Frame ranks from the container are used only when its packets match its frame count: a clip cut short
+    (its index still claims all frames) is read frame by frame, as before."""
+    from edge.decoders import packet_stamps
+
+    clip = write_archive_video(tmp_path / "c.mp4", london_neutral[:2], n_frames=40, fps=FPS, keyint=250)
+    stamps = packet_stamps(clip)
+    assert stamps == sorted(stamps) and len(stamps) == 40 and len(set(stamps)) == 40
+    with VideoReader(clip, decoder="pyav") as r:
+        r.info = dataclasses.replace(r.info, frame_count=41)  # a container claiming one frame more than it has
+        list(r.frames(n_frames=4, strategy="sequential"))
+        assert not r.skipping
