@@ -156,6 +156,7 @@ class HeatmapWriter:
         import errno
         import os
         import re
+        import tempfile
 
         import cv2
 
@@ -171,9 +172,11 @@ class HeatmapWriter:
         # written whole into a hidden temporary file first, then hard-linked under its name: a link never
         # replaces a file (FileExistsError: take the next name), and a run killed mid-write leaves no
         # half-written overlay under a real name
-        tmp = self.folder / f".{stem}.{os.getpid()}.tmp"
+        tmp = None
         try:
-            with open(tmp, "wb") as f:
+            # mkstemp: a fresh name created exclusively, so no file of the user's and no other writer's is touched
+            fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=self.folder)
+            with os.fdopen(fd, "wb") as f:
                 f.write(buf.tobytes())
             for i in range(10_000):
                 p = self.folder / f"{stem}{'' if i == 0 else f'_{i}'}{self.ext}"
@@ -195,7 +198,8 @@ class HeatmapWriter:
         except OSError as e:
             raise ConfigError(f"cannot write a heatmap overlay: {e.strerror or e}", path=self.folder, fix=fix) from e
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)  # our own temporary file, never another
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)  # our own temporary file, never another
         raise ConfigError(f"10000 overlays named {stem}* already exist", path=self.folder,
                           fix="give --heatmaps an empty folder")

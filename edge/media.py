@@ -788,7 +788,7 @@ class VideoReader:
         else:
             self.strategy = "sequential"
             if step > 1:
-                self._skip_unwanted(range(0, max(self.info.frame_count, 0), step))
+                self._skip_unwanted(range(0, self.info.frame_count, step))
             frames = self._sequential(lambda i: i % step == 0)
         n_yielded = 0
         for item in frames:

@@ -304,3 +304,20 @@ def test_trt_features_binding_matches_onnx_runtime(models, tmp_path):
         st, ft = t.infer_with_features(models["x"])
         assert np.array_equal(t.infer(models["x"]), st) or np.allclose(t.infer(models["x"]), st, atol=1e-6)
     assert np.allclose(so, st, atol=1e-3) and np.allclose(fo, ft, atol=1e-2 * max(1.0, float(np.abs(fo).max())))
+
+
+def test_heatmap_writer_leaves_hidden_user_files_alone(tmp_path):
+    """The overlay's temporary file gets a fresh exclusive name: a user's hidden file that looks like one
+    (``.face.<pid>.tmp``) keeps its bytes, and no temporary file stays behind."""
+    import os
+
+    import edge.heatmap as hm
+
+    out = tmp_path / "maps"
+    out.mkdir()
+    mine = out / f".face.{os.getpid()}.tmp"
+    mine.write_bytes(b"user data")
+    w = hm.HeatmapWriter(out)
+    p = w.write("face", np.full((32, 32, 3), 128, np.uint8), np.ones((4, 4), np.float32))
+    assert mine.read_bytes() == b"user data"
+    assert sorted(x.name for x in out.iterdir()) == sorted([mine.name, os.path.basename(p)])
