@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from train.data.augment import ArchiveAugment, add_noise, color_jitter, down_up, gaussian_blur, h264_like, jpeg
+from train.data.augment import ArchiveAugment, add_noise, affine, color_jitter, down_up, gaussian_blur, h264_like, jpeg
 
 
 def _image(seed: int = 0, h: int = 64, w: int = 64) -> np.ndarray:
@@ -101,7 +101,7 @@ def test_blur_and_down_up_remove_detail():
 
 def test_flip_only_mirrors():
     img = _image(7)
-    aug = ArchiveAugment(flip=1.0, jpeg=0, h264=0, downscale=0, blur=0, noise=0, color=0)
+    aug = ArchiveAugment(flip=1.0, jpeg=0, h264=0, downscale=0, blur=0, noise=0, color=0, geometric=0)
     assert np.array_equal(aug(img, np.random.default_rng(0)), img[:, ::-1])
 
 
@@ -151,3 +151,31 @@ def test_face_dataset_cache_hands_read_only_crops_to_the_augmentation(tmp_path):
     assert all(np.array_equal(ds._cache[j][0], cached[j]) for j in cached)
     x, y = ds[0]
     assert tuple(x.shape) == (3, 32, 32) and y == REAL
+
+
+def test_affine_identity_and_rotation():
+    img = _image(3, 64, 64)
+    assert np.array_equal(affine(img, 0.0, 1.0, (0.0, 0.0)), img)
+    out = affine(img, 90.0, 1.0, (0.0, 0.0))
+    assert out.shape == img.shape and out.dtype == np.uint8
+    # a quarter turn about (w/2, h/2): on an even side that is half a pixel off the array's centre, so the
+    # result is np.rot90 shifted down by one row
+    assert np.array_equal(out[2:-2, 2:-2], np.roll(np.rot90(img), 1, axis=0)[2:-2, 2:-2])
+
+
+def test_geometric_reflects_borders_instead_of_black_corners():
+    """A rotated crop must not gain constant black corners (a cue that only augmented crops would have)."""
+    img = np.full((64, 64, 3), 200, np.uint8)
+    out = affine(img, 12.0, 0.9, (0.05, -0.05))
+    assert out.min() == 200
+
+
+def test_geometric_only_moves_pixels_when_drawn():
+    img = _image(5, 64, 64)
+    geo = ArchiveAugment(flip=0, jpeg=0, h264=0, downscale=0, blur=0, noise=0, color=0, geometric=1.0)
+    outs = [geo(img, np.random.default_rng(s)) for s in range(4)]
+    assert all(o.shape == img.shape for o in outs)
+    assert all(not np.array_equal(o, img) for o in outs)
+    assert not np.array_equal(outs[0], outs[1])  # drawn per call, seeded by the rng
+    off = ArchiveAugment(flip=0, jpeg=0, h264=0, downscale=0, blur=0, noise=0, color=0, geometric=0.0)
+    assert np.array_equal(off(img, np.random.default_rng(0)), img)
