@@ -14,6 +14,12 @@ writes them. For each clip, side by side in one run (medians of ``--repeats``):
 * each of those per decoding back-end, side by side in one run: PyAV (threaded) and OpenCV (``FFD_DECODER``);
 * *detect*: ``ffd detect`` (``edge.detect.detect_sources``) on the 720p H.264 clip, face detection on every
   frame: frames per second;
+* *archive* (``--archive-files K``, default 8): a folder of K copies of each real-codec clip screened as
+  ``ffd screen`` does it, in-process (``-j 0``: a decode thread beside detection, OpenCV's default threads)
+  and with the CLI's default ``-j 2`` (two worker processes, one thread each), 32 frames and 2 frames/s:
+  x real time over the whole folder (one model open and worker start-up per run, shared by the files), the
+  CPU seconds per video second (this process and its workers), and the ceiling that CPU time sets on this
+  machine (cores x video s / CPU s: the x real time if every core were busy with this work all the time);
 * *many files* (``--many N``): peak RSS while screening N small H.264 files in-process, sampled over the
   run, and whether it stays flat (the last fifth against the first).
 
@@ -228,6 +234,50 @@ def screen_rtf(clip: Path, model: Path, work: Path, settings, repeats: int) -> d
     return {"wall_s": round(wall, 3), "video_s": video_s, "realtime_factor": round(video_s / wall, 2)}
 
 
+def _cpu_s() -> float:
+    import resource
+
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
+
+
+def archive_rtf(clip: Path, k: int, model: Path, work: Path, settings, workers: int, repeats: int,
+                cv2_threads: int) -> dict:
+    """``screen_archive`` on a folder of ``k`` copies of ``clip`` (distinct files) with ``workers``."""
+    import shutil
+
+    import cv2
+
+    from edge.screen import screen_archive
+
+    folder = work / f"archive_{clip.stem}_{k}"
+    if not folder.is_dir() or len(list(folder.glob("*.mp4"))) != k:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for i in range(k):
+            shutil.copyfile(clip, folder / f"{clip.stem}_{i:02d}.mp4")
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(cv2_threads)  # in-process: what `ffd screen -j 0` runs with
+    runs = []
+    try:
+        for r in range(repeats):
+            db = work / f"archive_{clip.stem}_{k}_{workers}_{r}.sqlite"
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(db) + suffix).unlink(missing_ok=True)
+            c0 = _cpu_s()
+            s = screen_archive([folder], model, db, settings=settings, workers=workers, progress=False)
+            runs.append((s["wall_s"], _cpu_s() - c0, s["video_s"], s["done"]))
+    finally:
+        cv2.setNumThreads(before)
+    wall = statistics.median(x[0] for x in runs)
+    cpu = statistics.median(x[1] for x in runs)
+    video_s = runs[0][2]
+    cores = os.cpu_count() or 1
+    return {"files": k, "workers": workers, "scored": runs[0][3], "video_s": video_s, "wall_s": round(wall, 3),
+            "realtime_factor": round(video_s / wall, 2), "cpu_s_per_video_s": round(cpu / video_s, 4),
+            "cpu_ceiling_x": round(cores * video_s / cpu, 2) if cpu > 0 else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="ONNX or engine (default: newest student under runs/, else a tiny one)")
@@ -245,6 +295,8 @@ def main() -> None:
     ap.add_argument("--no-seek-timing", action="store_true", help="skip timing the (slow) 32 seeks per clip")
     ap.add_argument("--many", type=int, default=0, help="also screen N small files and report peak RSS")
     ap.add_argument("--many-frames", type=int, default=4, help="frames sampled per file in the --many run")
+    ap.add_argument("--archive-files", type=int, default=8,
+                    help="screen a folder of K copies of each real-codec clip with -j 0 and -j 2 (0: skip)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     a.work.mkdir(parents=True, exist_ok=True)
@@ -253,6 +305,7 @@ def main() -> None:
 
     from edge.screen import ScreenSettings
 
+    cv2_default_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # as one screening worker
     faces = sorted((SHARED / "data" / "london_faces" / "neutral").glob("*.jpg"))
     if not faces:
@@ -299,6 +352,20 @@ def main() -> None:
                 r["detect"] = det = detect_fps(c["clip"], model, a.work, a.repeats)
                 print(f"      [{dec}] ffd detect every frame: {det['fps']} frames/s (target >= "
                       f"{TARGETS['detect_720p_fps']:g})", flush=True)
+        if c["real_codec"] and a.archive_files > 0 and not a.skip_screen:
+            os.environ["FFD_DECODER"] = decoders[0]
+            row["archive"] = arch = {}
+            for key, label, st in (("screen_n", f"{a.frames} frames", ScreenSettings(n_frames=a.frames)),
+                                   ("screen_fps2", "2 frames/s", ScreenSettings(every_s=0.5))):
+                for workers in (0, 2):
+                    ar = archive_rtf(c["clip"], a.archive_files, model, a.work, st, workers, a.repeats,
+                                     cv2_default_threads)
+                    ar["sampling"], ar["target_x"] = label, TARGETS.get((c["size"], key))
+                    arch[f"{key}_j{workers}"] = ar
+                    print(f"      [{decoders[0]}] archive of {ar['files']} x {c['size']} {c['codec'].split()[0]}, "
+                          f"{label}, -j {workers}: {ar['realtime_factor']}x real time{_target(c['size'], key)}; "
+                          f"{ar['cpu_s_per_video_s']:.3f} CPU s per video s, CPU-bound ceiling "
+                          f"{ar['cpu_ceiling_x']}x", flush=True)
         res["clips"].append(row)
     if a.many:
         os.environ["FFD_DECODER"] = decoders[0]

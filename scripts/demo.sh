@@ -4,7 +4,7 @@
 # -> evaluate -> calibrate the threshold -> export ONNX -> calibration set -> INT8 (TensorRT Q/DQ + ONNX Runtime CPU)
 # -> TensorRT-readiness check (+ engine build and trtexec-style bench where TensorRT and a GPU are) -> detect on images -> screen a folder of generated videos (SQLite + HTML report).
 # Small settings so it finishes in under 15 minutes on 2 CPU cores (SIZE, T_EPOCHS, S_EPOCHS, T_PER_EPOCH,
-# S_PER_EPOCH, MAX_PER_CLASS, RUN_DIR override them); scripts/train_release.sh trains the release models longer. A re-run resumes training and skips
+# S_PER_EPOCH, MAX_PER_CLASS, GEOMETRIC, RUN_DIR override them); scripts/train_release.sh trains the release models longer. A re-run resumes training and skips
 # finished extraction/screening.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,7 @@ T_EPOCHS=${T_EPOCHS:-1}
 S_EPOCHS=${S_EPOCHS:-3}
 T_PER_EPOCH=${T_PER_EPOCH:-1500}    # faces drawn per epoch, balanced per source
 S_PER_EPOCH=${S_PER_EPOCH:-1500}
+GEO=(); [[ -n ${GEOMETRIC:-} ]] && GEO=(--geometric "$GEOMETRIC")   # default: off (docs/training.md)
 CAP=(); [[ -n ${MAX_PER_CLASS:-} ]] && CAP=(--max-per-class "$MAX_PER_CLASS")   # default: every face (full test parts)
 ffd() { .venv/bin/ffd "$@"; }
 T0=$(date +%s)
@@ -40,11 +41,11 @@ DATA=(--data "timit=$R/faces/timit" --data "ciplab=$R/faces/ciplab" --data "lond
       --data "interfaces=$R/faces/interfaces")
 step "3/10 train the dual-branch teacher from ImageNet (EfficientNet-Lite2 spatial + FAD -> MobileNetV2 frequency)"
 ffd train teacher "${DATA[@]}" -o "$R/teacher" --size "$SIZE" --epochs "$T_EPOCHS" --samples-per-epoch "$T_PER_EPOCH" \
-    "${CAP[@]}" --lr 5e-4 --no-progress --resume
+    "${CAP[@]}" "${GEO[@]}" --lr 5e-4 --no-progress --resume
 
 step "4/10 distil the MobileNetV2 student (two-in-one KD); both print their per-source test table"
 ffd train student "${DATA[@]}" -o "$R/student" --kd two-in-one --teacher "$R/teacher/best.pt" \
-    --epochs "$S_EPOCHS" --samples-per-epoch "$S_PER_EPOCH" "${CAP[@]}" --lr 5e-4 --no-progress --resume
+    --epochs "$S_EPOCHS" --samples-per-epoch "$S_PER_EPOCH" "${CAP[@]}" "${GEO[@]}" --lr 5e-4 --no-progress --resume
 
 step "5/10 evaluate per source on the held-out parts + calibrate the threshold on the validation parts"
 ffd eval "$R/student/best.pt" "$R/faces/ciplab" --split test -o "$R/student_eval_ciplab.json" --roc "$R/student_roc.png"

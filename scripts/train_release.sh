@@ -5,7 +5,8 @@
 # -> threshold on the per-source validation parts -> ONNX -> calibration faces -> INT8 (TensorRT Q/DQ and
 # ONNX Runtime U8S8). Every training run prints and stores (eval_sources.json, the card) its figures per
 # source on held-out people/faces: DeepfakeTIMIT val people, ciplab test, self-blends of held-out reals.
-# Budget knobs (env): SIZE, TEACHER_EPOCHS, STUDENT_EPOCHS, PER_EPOCH (faces drawn per epoch), RUN_DIR.
+# Budget knobs (env): SIZE, TEACHER_EPOCHS, STUDENT_EPOCHS, PER_EPOCH (faces drawn per epoch), GEOMETRIC
+# (ArchiveAugment.geometric, off by default), RUN_DIR, FACES_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -x .venv/bin/ffd ]] || bash scripts/setup.sh
@@ -18,6 +19,7 @@ R=${RUN_DIR:-runs/release}
 F=${FACES_DIR:-runs/faces224}
 SIZE=${SIZE:-128}
 PER_EPOCH=${PER_EPOCH:-3000}
+GEO=(); [[ -n ${GEOMETRIC:-} ]] && GEO=(--geometric "$GEOMETRIC")   # default: off (docs/training.md)
 ffd() { .venv/bin/ffd "$@"; }
 step() { printf '\n== [%s] %s\n' "$(date +%T)" "$*"; }
 T0=$(date +%s)
@@ -35,11 +37,11 @@ DATA=(--data "timit=$F/timit" --data "ciplab=$F/ciplab" --data "london=$F/london
 
 step "2/6 teacher: teacher_dual_lite2 at $SIZE px"
 ffd train teacher "${DATA[@]}" -o "$R/teacher" --size "$SIZE" --epochs "${TEACHER_EPOCHS:-3}" \
-    --samples-per-epoch "$PER_EPOCH" --lr 5e-4 --no-progress --resume
+    --samples-per-epoch "$PER_EPOCH" "${GEO[@]}" --lr 5e-4 --no-progress --resume
 
 step "3/6 student: mobilenetv2_100, two-in-one KD from the teacher"
 ffd train student "${DATA[@]}" -o "$R/student" --kd two-in-one --teacher "$R/teacher/best.pt" \
-    --epochs "${STUDENT_EPOCHS:-6}" --samples-per-epoch "$PER_EPOCH" --lr 5e-4 --no-progress --resume
+    --epochs "${STUDENT_EPOCHS:-6}" --samples-per-epoch "$PER_EPOCH" "${GEO[@]}" --lr 5e-4 --no-progress --resume
 
 step "4/6 threshold on the per-source validation parts (never the reported test parts)"
 ffd calibrate-threshold "$R/student/best.pt" "$F/timit" "$F/ciplab" -o "$R/student.pt"

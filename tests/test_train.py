@@ -181,12 +181,13 @@ def test_cli_teacher_student_eval(ciplab, teacher_run, tmp_path):
     out = tmp_path / "student"
     r = _ffd("train", "student", "--data", ciplab, "--out", out, "--kd", "two-in-one", "--teacher",
              teacher_run / "best.pt", "--model", "student_tiny", "--cross-blend", 0.5,
-             *[a for a in TINY if a not in ("--size", 64)])
+             "--geometric", 0.4, *[a for a in TINY if a not in ("--size", 64)])
     assert r.exit_code == 0, (r.output, r.exception)
     blob = torch.load(out / "last.pt", weights_only=True)
     cfg = json.loads(blob["config"])
     assert cfg["kd"] == "two_in_one" and blob["model_name"] == "student_tiny"
     assert cfg["cross_blend"] == 0.5 and cfg["splits"]["cross_blend"] == 0.5
+    assert "geometric=0.4" in cfg["augment"] and "jpeg=0.3" in cfg["augment"]  # the recipe's augmentation + the option
     assert json.loads(blob["card"])["extra"]["teacher"]["name"] == "teacher_tiny"
     assert "train_kd_freq" in json.loads(blob["metrics"])
 
@@ -225,6 +226,8 @@ def test_cli_errors(ciplab, teacher_run, shared, tmp_path):
     err(*stu, "--kd", "nope")
     r = _ffd(*stu, "--kd", "none", "--cross-blend", 1.5)
     assert r.exit_code != 0 and "--cross-blend" in str(r.exception) and not (tmp_path / "s").exists()
+    r = _ffd(*stu, "--kd", "none", "--geometric", -0.1)
+    assert r.exit_code != 0 and "--geometric" in str(r.exception) and not (tmp_path / "s").exists()
     err("train", "teacher", "--data", ciplab, "--out", tmp_path / "t", "--model", "teacher_nope", *TINY)
     err("eval", teacher_run / "best.pt", f"real:{london}", "--max-per-class", 4)  # one class only
     err("train", "teacher", "--data", f"real:{london}", "--no-sbi", "--out", tmp_path / "t", "--model", "teacher_tiny",

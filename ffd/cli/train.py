@@ -48,8 +48,21 @@ CrossBlend = Annotated[Optional[float], typer.Option(
     "--cross-blend", callback=option("--cross-blend", "probability"),
     help="Share of the self-blends whose source is another person's aligned face (Face X-ray style); "
          "default: the recipe's.")]
+Geometric = Annotated[Optional[float], typer.Option(
+    "--geometric", callback=option("--geometric", "probability"),
+    help="Probability of a small rotation/zoom/shift of each training face (ArchiveAugment.geometric; "
+         "default 0, off).")]
 MaxSteps = Annotated[Optional[int], typer.Option("--max-steps", callback=option("--max-steps", "iters"),
                                                  help="Cap steps per epoch (smoke runs).")]
+
+
+def _augment(geometric: float | None) -> dict:
+    """``augment=`` for the recipe: its default unless --geometric was given."""
+    if geometric is None:
+        return {}
+    from train.data.augment import ArchiveAugment
+
+    return {"augment": ArchiveAugment(geometric=geometric)}
 
 
 @train_app.command("teacher")
@@ -61,7 +74,7 @@ def teacher(data: DataOpt, out: Out,
             sbi: Sbi = True, seed: Seed = 0, resume: Resume = False, device: Device = "auto", val: Val = 0.1,
             test: Test = 0.2, max_per_class: MaxPerClass = None, workers: Workers = 0, progress: Progress = True,
             pretrained: Pretrained = "auto", samples_per_epoch: PerEpoch = None, max_steps: MaxSteps = None,
-            cross_blend: CrossBlend = None):
+            cross_blend: CrossBlend = None, geometric: Geometric = None):
     """Train the dual-branch (spatial + frequency) teacher; each --data is a source, validated and reported on
     its own."""
     from train.recipes import train_teacher
@@ -70,7 +83,7 @@ def teacher(data: DataOpt, out: Out,
                         seed=seed, resume=resume, device=device, val=val, test=test, max_per_class=max_per_class,
                         workers=workers, progress=progress, pretrained=pretrained,
                         samples_per_epoch=samples_per_epoch, max_steps_per_epoch=max_steps,
-                        **({} if cross_blend is None else {"cross_blend": cross_blend}))
+                        **({} if cross_blend is None else {"cross_blend": cross_blend}), **_augment(geometric))
     typer.echo(f"{res['best']}: best val AUC {res['best_auc']:.4f} (mean over sources; epoch {res['best_epoch']})")
 
 
@@ -91,7 +104,7 @@ def student(data: DataOpt, out: Out,
             sbi: Sbi = True, seed: Seed = 0, resume: Resume = False, device: Device = "auto", val: Val = 0.1,
             test: Test = 0.2, max_per_class: MaxPerClass = None, workers: Workers = 0, progress: Progress = True,
             pretrained: Pretrained = "auto", samples_per_epoch: PerEpoch = None, max_steps: MaxSteps = None,
-            cross_blend: CrossBlend = None):
+            cross_blend: CrossBlend = None, geometric: Geometric = None):
     """Train a single-branch student, distilled from a teacher (two-in-one KD by default)."""
     from train.recipes import train_student
 
@@ -99,7 +112,7 @@ def student(data: DataOpt, out: Out,
                         batch_size=batch_size, lr=lr, size=size, sbi=sbi, seed=seed, resume=resume, device=device,
                         val=val, test=test, max_per_class=max_per_class, workers=workers, progress=progress,
                         pretrained=pretrained, samples_per_epoch=samples_per_epoch, max_steps_per_epoch=max_steps,
-                        **({} if cross_blend is None else {"cross_blend": cross_blend}))
+                        **({} if cross_blend is None else {"cross_blend": cross_blend}), **_augment(geometric))
     typer.echo(f"{res['best']}: best val AUC {res['best_auc']:.4f} (mean over sources; epoch {res['best_epoch']})")
 
 
