@@ -32,6 +32,7 @@ from .data.spec import spec_for_data
 
 # share of the training pseudo-fakes that are cross-identity blends (train.sbi; measured in the README)
 CROSS_BLEND = 0.0
+GEOMETRIC = 0.0  # ArchiveAugment.geometric of the recipe's augmentation: off until it is the measured default
 
 
 def load_pooled(data, max_per_class: int | None = None, seed: int = 0) -> list:
@@ -78,7 +79,7 @@ class TrainData:
 
 def build_datasets(data, spec: PreprocessSpec, *, sbi: bool = True, seed: int = 0, val: float = 0.1,
                    test: float = 0.2, max_per_class: int | None = None, augment: bool | ArchiveAugment = True,
-                   cache: bool = True, cross_blend: float = 0.0) -> TrainData:
+                   cache: bool = True, cross_blend: float = 0.0, geometric: float = 0.0) -> TrainData:
     """Sources of ``data`` -> training set (every real face of every source also self-blended when
     ``sbi``; a ``cross_blend`` share of those blends takes its source from another person, see
     :mod:`train.sbi`), per-item weights balanced per source, and one validation set per source
@@ -97,7 +98,7 @@ def build_datasets(data, spec: PreprocessSpec, *, sbi: bool = True, seed: int = 
     for k, src in enumerate(sources):
         train_samples += src.parts["train"]
         source_of += [k] * len(src.parts["train"])
-    aug = ArchiveAugment() if augment is True else augment
+    aug = ArchiveAugment(geometric=float(geometric)) if augment is True else augment
     train_ds = FaceDataset(train_samples, spec, sbi=cfg, seed=seed, augment=aug, cache=cache)
     n = len(train_samples)
     items_source = source_of + [source_of[j] for j in train_ds._reals]
@@ -130,12 +131,12 @@ def _fit(task, data, out, spec: PreprocessSpec, *, epochs: int, batch_size: int,
          resume: bool, device: str, val: float, test: float, max_per_class: int | None, workers: int,
          config: dict, card_extra: dict, progress: bool, max_steps_per_epoch: int | None = None,
          samples_per_epoch: int | None = None, augment: bool | ArchiveAugment = True,
-         warmup_steps: int = 0, cross_blend: float = 0.0) -> dict[str, Any]:
+         warmup_steps: int = 0, cross_blend: float = 0.0, geometric: float = 0.0) -> dict[str, Any]:
     from .sources import eval_sets
     from .trainer import FitConfig, WeightedEpochSampler, fit, make_loader
 
     td = build_datasets(data, spec, sbi=sbi, seed=seed, val=val, test=test, max_per_class=max_per_class,
-                        augment=augment, cross_blend=cross_blend)
+                        augment=augment, cross_blend=cross_blend, geometric=geometric)
     _log(f"data: {json.dumps(td.summary)}")
     n_epoch = int(samples_per_epoch or len(td.train))
     config = {**config, "data": [str(d) for d in data], "epochs": epochs, "batch_size": batch_size, "lr": lr,
@@ -214,7 +215,7 @@ def train_teacher(data, out, *, model: str = "teacher_dual_lite2", epochs: int =
                   workers: int = 0, aux_weight: float = 0.5, model_kwargs: dict | None = None, progress: bool = True,
                   pretrained: bool | str | None = "auto", samples_per_epoch: int | None = None,
                   augment: bool | ArchiveAugment = True, max_steps_per_epoch: int | None = None,
-                  cross_blend: float = CROSS_BLEND) -> dict[str, Any]:
+                  cross_blend: float = CROSS_BLEND, geometric: float = GEOMETRIC) -> dict[str, Any]:
     """Train a (dual-branch) teacher with cross-entropy (+ per-branch auxiliary heads)."""
     from .task import ClassifierTask
 
@@ -228,7 +229,7 @@ def train_teacher(data, out, *, model: str = "teacher_dual_lite2", epochs: int =
                 config={"role": "teacher", "model": model, "init": init},
                 card_extra={"role": "teacher", "init": init}, progress=progress,
                 samples_per_epoch=samples_per_epoch, augment=augment, max_steps_per_epoch=max_steps_per_epoch,
-                warmup_steps=_warmup(init), cross_blend=cross_blend)
+                warmup_steps=_warmup(init), cross_blend=cross_blend, geometric=geometric)
 
 
 def train_student(data, out, *, kd: str = "two_in_one", teacher: str | os.PathLike | None = None,
@@ -238,7 +239,7 @@ def train_student(data, out, *, kd: str = "two_in_one", teacher: str | os.PathLi
                   kd_weight: float = 1.0, model_kwargs: dict | None = None, progress: bool = True,
                   pretrained: bool | str | None = "auto", samples_per_epoch: int | None = None,
                   augment: bool | ArchiveAugment = True, max_steps_per_epoch: int | None = None,
-                  cross_blend: float = CROSS_BLEND) -> dict[str, Any]:
+                  cross_blend: float = CROSS_BLEND, geometric: float = GEOMETRIC) -> dict[str, Any]:
     """Train a student, distilled from ``teacher`` with ``kd`` (see :mod:`train.kd`).
 
     The student inherits the teacher's preprocessing spec (it must see the same crops);
@@ -271,7 +272,7 @@ def train_student(data, out, *, kd: str = "two_in_one", teacher: str | os.PathLi
                 config={"role": "student", "model": model, "kd": kd, "kd_weight": kd_weight, "init": init,
                         "teacher": str(teacher) if teacher else None}, card_extra=extra, progress=progress,
                 samples_per_epoch=samples_per_epoch, augment=augment, max_steps_per_epoch=max_steps_per_epoch,
-                warmup_steps=_warmup(init), cross_blend=cross_blend)
+                warmup_steps=_warmup(init), cross_blend=cross_blend, geometric=geometric)
 
 
 def _warmup(init: str) -> int:

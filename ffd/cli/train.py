@@ -51,18 +51,9 @@ CrossBlend = Annotated[Optional[float], typer.Option(
 Geometric = Annotated[Optional[float], typer.Option(
     "--geometric", callback=option("--geometric", "probability"),
     help="Probability of a small rotation/zoom/shift of each training face (ArchiveAugment.geometric; "
-         "default 0, off).")]
+         "default: the recipe's, off).")]
 MaxSteps = Annotated[Optional[int], typer.Option("--max-steps", callback=option("--max-steps", "iters"),
                                                  help="Cap steps per epoch (smoke runs).")]
-
-
-def _augment(geometric: float | None) -> dict:
-    """``augment=`` for the recipe: its default unless --geometric was given."""
-    if geometric is None:
-        return {}
-    from train.data.augment import ArchiveAugment
-
-    return {"augment": ArchiveAugment(geometric=geometric)}
 
 
 @train_app.command("teacher")
@@ -83,7 +74,8 @@ def teacher(data: DataOpt, out: Out,
                         seed=seed, resume=resume, device=device, val=val, test=test, max_per_class=max_per_class,
                         workers=workers, progress=progress, pretrained=pretrained,
                         samples_per_epoch=samples_per_epoch, max_steps_per_epoch=max_steps,
-                        **({} if cross_blend is None else {"cross_blend": cross_blend}), **_augment(geometric))
+                        **({} if cross_blend is None else {"cross_blend": cross_blend}),
+                        **({} if geometric is None else {"geometric": geometric}))
     typer.echo(f"{res['best']}: best val AUC {res['best_auc']:.4f} (mean over sources; epoch {res['best_epoch']})")
 
 
@@ -112,7 +104,8 @@ def student(data: DataOpt, out: Out,
                         batch_size=batch_size, lr=lr, size=size, sbi=sbi, seed=seed, resume=resume, device=device,
                         val=val, test=test, max_per_class=max_per_class, workers=workers, progress=progress,
                         pretrained=pretrained, samples_per_epoch=samples_per_epoch, max_steps_per_epoch=max_steps,
-                        **({} if cross_blend is None else {"cross_blend": cross_blend}), **_augment(geometric))
+                        **({} if cross_blend is None else {"cross_blend": cross_blend}),
+                        **({} if geometric is None else {"geometric": geometric}))
     typer.echo(f"{res['best']}: best val AUC {res['best_auc']:.4f} (mean over sources; epoch {res['best_epoch']})")
 
 
