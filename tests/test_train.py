@@ -178,6 +178,7 @@ def teacher_run(ciplab, tmp_path_factory):
 def test_cli_teacher_student_eval(ciplab, teacher_run, tmp_path):
     t = torch.load(teacher_run / "best.pt", weights_only=True)
     assert t["model_name"] == "teacher_tiny" and json.loads(t["card"])["spec"]["size"] == 64
+    assert "geometric=0.0" in json.loads(t["config"])["augment"]  # the recipe's default: teachers without it
     out = tmp_path / "student"
     r = _ffd("train", "student", "--data", ciplab, "--out", out, "--kd", "two-in-one", "--teacher",
              teacher_run / "best.pt", "--model", "student_tiny", "--cross-blend", 0.5,
@@ -197,6 +198,13 @@ def test_cli_teacher_student_eval(ciplab, teacher_run, tmp_path):
              *[a for a in TINY if a not in ("--size", 64)])
     assert r.exit_code == 0, r.output
     assert len(json.loads((out / "history.json").read_text())) == 1
+
+    # without --geometric a student gets the recipe's default (0.3), not ArchiveAugment's (off)
+    plain = tmp_path / "plain"
+    r = _ffd("train", "student", "--data", ciplab, "--out", plain, "--kd", "none", "--model", "student_tiny",
+             "--max-steps", 1, *TINY)
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert "geometric=0.3" in json.loads(torch.load(plain / "last.pt", weights_only=True)["config"])["augment"]
 
     rep, roc = tmp_path / "rep.json", tmp_path / "roc.png"
     r = _ffd("eval", out / "best.pt", ciplab, "--split", "test", "--max-per-class", 16, "--out", rep, "--roc", roc)

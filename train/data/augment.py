@@ -20,9 +20,9 @@ signal left is the forgery.
 * ``geometric``: a small rotation (up to 12 degrees), zoom (0.9-1.1) and shift (up to 5 % of the side),
   borders reflected: faces in archives are tilted and framed by a detector, and a model that only saw
   upright, centred crops treats a tilted real face as out of distribution (self-blend-only students
-  scored tilted ciplab portraits as fakes). Applied first, as a framing step. Off by default
-  (``ArchiveAugment(geometric=0.3)`` turns it on): one leave-one-source-out run with it is in
-  docs/training.md, and the shipped recipes were measured without it.
+  scored tilted ciplab portraits as fakes). Applied first, as a framing step. Off in
+  ``ArchiveAugment()``; the training recipes turn it on for students (``geometric=0.3``,
+  ``train.recipes.GEOMETRIC_STUDENT``) and leave it off for teachers, as measured in docs/training.md.
 
 ``ArchiveAugment(p=...)`` draws everything from the ``rng`` it is given, so a seeded dataset
 reproduces exactly.
@@ -50,7 +50,7 @@ class ArchiveAugment:
     noise: float = 0.15
     noise_sigma: tuple[float, float] = (2.0, 8.0)
     color: float = 0.4
-    geometric: float = 0.0  # off by default until the demo and release are re-measured with it (docs/training.md)
+    geometric: float = 0.0  # off here; the training recipes set it per role (train.recipes.GEOMETRIC_STUDENT)
     rotate_deg: float = 12.0
     zoom_range: tuple[float, float] = (0.9, 1.1)
     shift: float = 0.05
