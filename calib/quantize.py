@@ -177,10 +177,31 @@ def quantize_cpu(onnx_path: Path, calib_dir: Path, spec, out: Path, *, method: s
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     p = subprocess.run([sys.executable, "-c", code, json.dumps(args)], env=env, capture_output=True, text=True)
     if p.returncode != 0 or not out.is_file():
-        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise ModelError(f"ONNX Runtime static quantization failed: {tail}", path=onnx_path,
-                         fix="exclude the failing op/node with --exclude-op/--exclude-node, or run with --debug")
+        raise _worker_error(p.returncode, p.stderr, onnx_path, calib_dir, spec.size)
     return out
+
+
+def _worker_error(returncode: int, stderr: str, onnx_path, calib_dir, size: int) -> ModelError:
+    """The one-line error for a failed ONNX Runtime calibration child, by how it ended.
+
+    ONNX Runtime's calibrators keep every calibration batch's activations in memory before they reduce
+    them (512 faces of a 224-px MobileNetV2 outgrew 22 GB here), so a large calibration set at a large
+    input size is killed by the kernel's OOM killer, with no output at all.
+    """
+    import signal
+
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        why = " (most likely out of memory)" if -returncode == signal.SIGKILL else ""
+        return ModelError(f"ONNX Runtime static quantization was killed by {name}{why} while calibrating on "
+                          f"{calib_dir} at {size} px", path=onnx_path,
+                          fix="use fewer calibration faces (ffd calib build --n, e.g. 256) or more memory")
+    tail = (stderr.strip().splitlines() or ["(no output)"])[-1]
+    return ModelError(f"ONNX Runtime static quantization failed: {tail}", path=onnx_path,
+                      fix="exclude the failing op/node with --exclude-op/--exclude-node, or run with --debug")
 
 
 # --- evaluation ----------------------------------------------------------------------------

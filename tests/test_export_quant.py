@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -203,6 +206,40 @@ def test_quantize_refusals(pipeline, tmp_path, shared):
         r = quantize_onnx(d / "tiny.onnx", tmp_path / "c17", tmp_path / "q", target="cpu", method="percentile",
                           cpu_format="qoperator", verbose=False)
     assert r["int8"]["cpu"]["nodes"]["integer_ops"].get("QLinearConv", 0) >= 3
+
+
+def test_calibration_child_killed_names_the_memory_fix(pipeline, tmp_path):
+    """The ONNX Runtime calibration child killed by SIGKILL (what the kernel's OOM killer does: 512 faces at
+    224 px outgrew 22 GB) is one error naming the calibration set and the fix, not "failed: (no output)"."""
+    import signal
+    import threading
+
+    from calib.quantize import quantize_onnx
+
+    d, me, killed = pipeline["dir"], os.getpid(), []
+
+    def kill_child():  # the real child process, killed as the OOM killer kills it
+        deadline = time.monotonic() + 60
+        while not killed and time.monotonic() < deadline:
+            for st in Path("/proc").glob("[0-9]*/status"):
+                try:
+                    ppid = int(next(ln for ln in st.read_text().splitlines() if ln.startswith("PPid:")).split()[1])
+                    cmd = (st.parent / "cmdline").read_bytes()
+                except (OSError, StopIteration, ValueError):
+                    continue
+                if ppid == me and b"_ort_static_worker" in cmd:
+                    os.kill(int(st.parent.name), signal.SIGKILL)
+                    killed.append(int(st.parent.name))
+                    break
+            time.sleep(0.02)
+
+    t = threading.Thread(target=kill_child, daemon=True)
+    t.start()
+    with pytest.raises(ModelError, match=r"killed by SIGKILL \(most likely out of memory\)") as e:
+        quantize_onnx(d / "tiny.onnx", d / "calib", tmp_path / "q", target="cpu", verbose=False)
+    t.join(5)
+    assert killed and "ffd calib build --n" in str(e.value) and str(d / "calib") in str(e.value)
+    assert not list((tmp_path / "q").glob("*.onnx"))  # nothing half-written left behind
 
 
 def _ffd(*args):
