@@ -72,7 +72,9 @@ def write(results: dict, meta: dict, md: Path, js: Path) -> None:
              "(class balance per "
              f"source), lr {meta['lr']}, batch 32, CPU (2 cores); best epoch by the mean of the per-source validation "
              f"AUCs of the sources it trains on; cross-identity blends {meta.get('cross_blend', 0)} of the "
-             "self-blends. One seed; train times on a shared machine.", "",
+             f"self-blends; geometric augmentation {meta.get('geometric', 0)}. One seed; train times on a shared "
+             "machine.",
+             "",
              f"Test sets (never trained on): {json.dumps(meta['test_counts'])}. Bold: target of issue 13 met.", "",
              "| trained on | " + " | ".join(f"{s} frame AUC" for s in sets) + " | video AUC (" + ", ".join(sets)
              + ") | train time |", "|---|" + "---|" * (len(sets) + 2), *rows, ""]
@@ -92,6 +94,8 @@ def main(argv=None):
     ap.add_argument("--runs", nargs="+", default=list(RUNS))
     ap.add_argument("--cross-blend", type=float, default=None,
                     help="share of cross-identity blends (default: the recipe's, train.recipes.CROSS_BLEND)")
+    ap.add_argument("--geometric", type=float, default=None,
+                    help="ArchiveAugment.geometric (default: the students' recipe, train.recipes.GEOMETRIC_STUDENT)")
     ap.add_argument("--out-md", default=str(ROOT / "docs" / "generalization.md"))
     ap.add_argument("--out-json", default=str(ROOT / "docs" / "generalization.json"))
     args = ap.parse_args(argv)
@@ -99,15 +103,17 @@ def main(argv=None):
     import torch
 
     from train.evaluate import evaluate_sets, format_table
-    from train.recipes import CROSS_BLEND, train_student
+    from train.recipes import CROSS_BLEND, GEOMETRIC_STUDENT, train_student
     from train.sources import eval_sets, load_sources
 
     torch.set_num_threads(2)
     faces, work = Path(args.faces), Path(args.work)
     tests = eval_sets(load_sources([f"{n}={faces / n}" for n in SOURCES if (faces / n).is_dir()]), "test")
     cross = CROSS_BLEND if args.cross_blend is None else args.cross_blend
-    meta = {"cross_blend": cross, "size": args.size, "epochs": args.epochs, "per_epoch": args.per_epoch, "lr": args.lr,
-            "test_sets": list(tests), "test_counts": {k: len(v) for k, v in tests.items()}}
+    geometric = GEOMETRIC_STUDENT if args.geometric is None else args.geometric
+    meta = {"cross_blend": cross, "geometric": geometric, "size": args.size, "epochs": args.epochs,
+            "per_epoch": args.per_epoch, "lr": args.lr, "test_sets": list(tests),
+            "test_counts": {k: len(v) for k, v in tests.items()}}
     res_path = work / "results.json"
     results = json.loads(res_path.read_text()) if res_path.is_file() else {}
     for run in args.runs:
@@ -117,7 +123,8 @@ def main(argv=None):
         out = work / run
         train_student(run_data(run, faces), out, kd="none", model="mobilenetv2_100", pretrained=args.weights,
                       epochs=args.epochs, size=args.size, samples_per_epoch=args.per_epoch, lr=args.lr,
-                      progress=False, resume=True, device="cpu", cross_blend=cross)
+                      progress=False, resume=True, device="cpu", cross_blend=cross,
+                      geometric=geometric)
         rep = evaluate_sets(out / "best.pt", tests)
         log(f"{run}:\n{format_table(rep)}")
         results[run] = {"auc": {k: float(v["frame"]["auc"]) for k, v in rep.items()},

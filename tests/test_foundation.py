@@ -61,6 +61,35 @@ def test_yunet_finds_faces_and_missing_model_is_clear(london_neutral, yunet_mode
     assert "--detector-model" in str(e.value)
 
 
+def test_yunet_on_onnxruntime_matches_opencv_facedetectoryn(london_neutral, yunet_model, shared, monkeypatch):
+    """The default engine (ONNX Runtime + FaceDetectorYN's decoding) finds the same faces as OpenCV's own
+    FaceDetectorYN: same count, boxes and landmarks within 0.05 px, scores within 1e-4, on real photos
+    (portraits, several faces, composites) and on frames that need padding to a multiple of 32."""
+    photos = list(london_neutral[:8]) + sorted((shared / "data" / "interfaces_cc0" / "img_500").glob("*"))[:8]
+    photos += sorted((shared / "data" / "ciplab_real_fake_160" / "full_160" / "fake").glob("*"))[:4]
+    ort_det, cv_det = FaceDetector("yunet", yunet_model), FaceDetector("yunet", yunet_model, engine="opencv")
+    assert ort_det.engine == "onnxruntime" and cv_det.engine == "opencv"
+    n = 0
+    for f in photos:
+        img = cv2.imread(str(f))
+        for im in (img, cv2.resize(img, (img.shape[1] * 3 // 4 + 5, img.shape[0] * 3 // 4 + 3))):  # odd sizes: padded
+            a, b = ort_det.detect(im), cv_det.detect(im)
+            assert len(a) == len(b), f
+            for x, y in zip(a, b):
+                assert np.abs(np.subtract(x.box, y.box)).max() < 0.05 and abs(x.score - y.score) < 1e-4
+                assert np.abs(x.landmarks - y.landmarks).max() < 0.05
+            n += len(a)
+    assert n >= len(photos)  # faces were found, so the comparison compared something
+    assert ort_det.detect(np.zeros((300, 400, 3), np.uint8)) == []  # no face: no rows, as OpenCV
+    monkeypatch.setenv("FFD_YUNET_ENGINE", "opencv")
+    assert FaceDetector("yunet", yunet_model).engine == "opencv"
+    monkeypatch.setenv("FFD_YUNET_ENGINE", "tensorflow")
+    with pytest.raises(ConfigError, match="FFD_YUNET_ENGINE"):
+        FaceDetector("yunet", yunet_model)
+    with pytest.raises(ConfigError, match="engine"):
+        FaceDetector("yunet", yunet_model, engine="tflite")
+
+
 def test_preprocess_same_tensor_for_same_crop(london_neutral, yunet_model):
     spec = PreprocessSpec()
     img = cv2.imread(str(london_neutral[0]))

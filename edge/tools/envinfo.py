@@ -68,6 +68,18 @@ def _decoder() -> str:
     return f"{name} ({why})"
 
 
+def _yunet_engine() -> str:
+    """What YuNet runs on here (FFD_YUNET_ENGINE or auto) and why."""
+    from ..errors import FfdError
+    from ..faces.detector import yunet_engine
+
+    try:
+        name, why = yunet_engine()
+    except FfdError as e:
+        return f"unusable: {e.message}" + (f" (fix: {e.fix})" if e.fix else "")
+    return f"{name} ({why})"
+
+
 def collect_env() -> dict:
     """A JSON-able description of this machine as ffd-edge sees it."""
     import onnxruntime as ort
@@ -94,6 +106,7 @@ def collect_env() -> dict:
         "tensorrt_backend": "usable" if trt_reason is None else f"unavailable: {trt_reason}",
         "auto_backend_for_onnx": auto_backend("model.onnx", trt_reason)[0],  # the rule itself, not a copy
         "yunet_model": yunet,
+        "yunet_engine": _yunet_engine(),
     }
 
 
