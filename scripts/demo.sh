@@ -20,7 +20,7 @@ T_EPOCHS=${T_EPOCHS:-1}
 S_EPOCHS=${S_EPOCHS:-3}
 T_PER_EPOCH=${T_PER_EPOCH:-1500}    # faces drawn per epoch, balanced per source
 S_PER_EPOCH=${S_PER_EPOCH:-1500}
-GEO=(); [[ -n ${GEOMETRIC:-} ]] && GEO=(--geometric "$GEOMETRIC")   # default: the recipe's (students 0.3, teachers 0; docs/training.md)
+GEO=(); [[ -n ${GEOMETRIC:-} ]] && GEO=(--geometric "$GEOMETRIC")   # default: the recipe's (off; docs/training.md)
 CAP=(); [[ -n ${MAX_PER_CLASS:-} ]] && CAP=(--max-per-class "$MAX_PER_CLASS")   # default: every face (full test parts)
 ffd() { .venv/bin/ffd "$@"; }
 T0=$(date +%s)

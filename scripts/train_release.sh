@@ -6,7 +6,7 @@
 # ONNX Runtime U8S8). Every training run prints and stores (eval_sources.json, the card) its figures per
 # source on held-out people/faces: DeepfakeTIMIT val people, ciplab test, self-blends of held-out reals.
 # Budget knobs (env): SIZE, TEACHER_EPOCHS, STUDENT_EPOCHS, PER_EPOCH (faces drawn per epoch), GEOMETRIC
-# (ArchiveAugment.geometric; default: the recipe's, students 0.3, teachers 0), RUN_DIR, FACES_DIR.
+# (ArchiveAugment.geometric; default: the recipe's, off), RUN_DIR, FACES_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -x .venv/bin/ffd ]] || bash scripts/setup.sh
@@ -19,7 +19,7 @@ R=${RUN_DIR:-runs/release}
 F=${FACES_DIR:-runs/faces224}
 SIZE=${SIZE:-128}
 PER_EPOCH=${PER_EPOCH:-3000}
-GEO=(); [[ -n ${GEOMETRIC:-} ]] && GEO=(--geometric "$GEOMETRIC")   # default: the recipe's (students 0.3, teachers 0; docs/training.md)
+GEO=(); [[ -n ${GEOMETRIC:-} ]] && GEO=(--geometric "$GEOMETRIC")   # default: the recipe's (off; docs/training.md)
 ffd() { .venv/bin/ffd "$@"; }
 step() { printf '\n== [%s] %s\n' "$(date +%T)" "$*"; }
 T0=$(date +%s)

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 
 from edge.errors import ConfigError, DatasetError, ModelError, TrainingError  # noqa: E402
 from edge.spec import PreprocessSpec  # noqa: E402
+from train.recipes import GEOMETRIC_STUDENT, GEOMETRIC_TEACHER  # noqa: E402
 from train.registry import create_model  # noqa: E402
 from train.task import ClassifierTask  # noqa: E402
 from train.trainer import FitConfig, fit, make_loader  # noqa: E402
@@ -178,7 +179,7 @@ def teacher_run(ciplab, tmp_path_factory):
 def test_cli_teacher_student_eval(ciplab, teacher_run, tmp_path):
     t = torch.load(teacher_run / "best.pt", weights_only=True)
     assert t["model_name"] == "teacher_tiny" and json.loads(t["card"])["spec"]["size"] == 64
-    assert "geometric=0.0" in json.loads(t["config"])["augment"]  # the recipe's default: teachers without it
+    assert f"geometric={GEOMETRIC_TEACHER}" in json.loads(t["config"])["augment"]  # the recipe's default
     out = tmp_path / "student"
     r = _ffd("train", "student", "--data", ciplab, "--out", out, "--kd", "two-in-one", "--teacher",
              teacher_run / "best.pt", "--model", "student_tiny", "--cross-blend", 0.5,
@@ -199,12 +200,13 @@ def test_cli_teacher_student_eval(ciplab, teacher_run, tmp_path):
     assert r.exit_code == 0, r.output
     assert len(json.loads((out / "history.json").read_text())) == 1
 
-    # without --geometric a student gets the recipe's default (0.3), not ArchiveAugment's (off)
+    # without --geometric a student gets the recipe's default (train.recipes.GEOMETRIC_STUDENT)
     plain = tmp_path / "plain"
     r = _ffd("train", "student", "--data", ciplab, "--out", plain, "--kd", "none", "--model", "student_tiny",
              "--max-steps", 1, *TINY)
     assert r.exit_code == 0, (r.output, r.exception)
-    assert "geometric=0.3" in json.loads(torch.load(plain / "last.pt", weights_only=True)["config"])["augment"]
+    assert f"geometric={GEOMETRIC_STUDENT}" in json.loads(torch.load(plain / "last.pt", weights_only=True)["config"])[
+        "augment"]
 
     rep, roc = tmp_path / "rep.json", tmp_path / "roc.png"
     r = _ffd("eval", out / "best.pt", ciplab, "--split", "test", "--max-per-class", 16, "--out", rep, "--roc", roc)

@@ -51,7 +51,7 @@ CrossBlend = Annotated[Optional[float], typer.Option(
 Geometric = Annotated[Optional[float], typer.Option(
     "--geometric", callback=option("--geometric", "probability"),
     help="Probability of a small rotation/zoom/shift of each training face (ArchiveAugment.geometric; "
-         "default: the recipe's, 0 for teachers and 0.3 for students).")]
+         "default: the recipe's, off; docs/training.md).")]
 MaxSteps = Annotated[Optional[int], typer.Option("--max-steps", callback=option("--max-steps", "iters"),
                                                  help="Cap steps per epoch (smoke runs).")]
 

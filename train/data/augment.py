@@ -21,8 +21,8 @@ signal left is the forgery.
   borders reflected: faces in archives are tilted and framed by a detector, and a model that only saw
   upright, centred crops treats a tilted real face as out of distribution (self-blend-only students
   scored tilted ciplab portraits as fakes). Applied first, as a framing step. Off in
-  ``ArchiveAugment()``; the training recipes turn it on for students (``geometric=0.3``,
-  ``train.recipes.GEOMETRIC_STUDENT``) and leave it off for teachers, as measured in docs/training.md.
+  ``ArchiveAugment()``; the training recipes leave it off too (``train.recipes.GEOMETRIC_STUDENT``/``_TEACHER``; it cut
+  the transfer to unseen face swaps, docs/training.md); ``--geometric P`` turns it on.
 
 ``ArchiveAugment(p=...)`` draws everything from the ``rng`` it is given, so a seeded dataset
 reproduces exactly.
@@ -50,7 +50,7 @@ class ArchiveAugment:
     noise: float = 0.15
     noise_sigma: tuple[float, float] = (2.0, 8.0)
     color: float = 0.4
-    geometric: float = 0.0  # off here; the training recipes set it per role (train.recipes.GEOMETRIC_STUDENT)
+    geometric: float = 0.0  # off; the recipes' defaults are train.recipes.GEOMETRIC_STUDENT/_TEACHER
     rotate_deg: float = 12.0
     zoom_range: tuple[float, float] = (0.9, 1.1)
     shift: float = 0.05
