@@ -18,6 +18,7 @@ Conv/Gemm/MatMul nodes are quantized.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -27,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from edge.errors import CalibrationError, ConfigError, ModelError, require
+from edge.outputs import commit, temp_path
 from edge.runtime.base import CPU_ONLY_TARGET
 from edge.runtime.compare import compare_scores
 from edge.spec import ModelCard
@@ -75,6 +77,22 @@ def quantized_nodes(model) -> dict:
 def is_quantized(model) -> bool:
     q = quantized_nodes(model)
     return bool(q["quantize_linear"] or q["dequantize_linear"] or q["integer_ops"])
+
+
+@contextlib.contextmanager
+def _artefact(out: Path):
+    """A free temporary path beside ``out`` for a quantizer to write; it replaces ``out`` only when the block
+    ends cleanly, and is removed otherwise, so a failed or killed run never leaves a half-written artefact
+    nor loses the one a previous run wrote there."""
+    tmp = temp_path(out)
+    tmp.unlink()  # the quantizers create the file themselves: its existence then means they wrote it
+    try:
+        yield tmp
+        commit(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _reattach_card(path: Path, card: ModelCard, extra: dict) -> ModelCard:
@@ -287,21 +305,23 @@ def quantize_onnx(onnx_path: str | os.PathLike, calib_dir: str | os.PathLike, ou
     if target in ("trt", "both"):
         out = out_dir / f"{src.stem}.int8-trt.onnx"
         m = method or DEFAULT_METHOD["trt"]
-        quantize_trt(src, x, out, method=m, exclude_op=exclude_op, exclude_node=exclude_node,
-                     high_precision=high_precision, calibration_eps=calibration_eps)
         flavour = f"modelopt-qdq-int8-{high_precision}"
-        _reattach_card(out, card, {"int8_flavour": flavour, "int8_target": "tensorrt",
-                                   "calibration": {"method": m, **calib_info}})
+        with _artefact(out) as tmp:
+            quantize_trt(src, x, tmp, method=m, exclude_op=exclude_op, exclude_node=exclude_node,
+                         high_precision=high_precision, calibration_eps=calibration_eps)
+            _reattach_card(tmp, card, {"int8_flavour": flavour, "int8_target": "tensorrt",
+                                       "calibration": {"method": m, **calib_info}})
         artefacts["trt"] = {"path": str(out), "flavour": flavour, "method": m, "seconds": round(time.time() - t0, 1)}
     if target in ("cpu", "both"):
         t1 = time.time()
         out = out_dir / f"{src.stem}.int8-cpu.onnx"
         m = method or DEFAULT_METHOD["cpu"]
-        quantize_cpu(src, Path(calib_dir), card.spec, out, method=m, fmt=cpu_format, exclude_op=exclude_op,
-                     exclude_node=exclude_node, per_channel=per_channel)
         flavour = f"ort-static-{cpu_format}-u8s8{'-per-channel' if per_channel else ''}"
-        _reattach_card(out, card, {"int8_flavour": flavour, "int8_target": CPU_ONLY_TARGET,
-                                   "calibration": {"method": m, **calib_info}})
+        with _artefact(out) as tmp:
+            quantize_cpu(src, Path(calib_dir), card.spec, tmp, method=m, fmt=cpu_format, exclude_op=exclude_op,
+                         exclude_node=exclude_node, per_channel=per_channel)
+            _reattach_card(tmp, card, {"int8_flavour": flavour, "int8_target": CPU_ONLY_TARGET,
+                                       "calibration": {"method": m, **calib_info}})
         artefacts["cpu"] = {"path": str(out), "flavour": flavour, "method": m, "seconds": round(time.time() - t1, 1)}
 
     # evaluation: labelled faces when given, else agreement on the calibration faces

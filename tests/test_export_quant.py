@@ -233,13 +233,17 @@ def test_calibration_child_killed_names_the_memory_fix(pipeline, tmp_path):
                     break
             time.sleep(0.02)
 
+    q = tmp_path / "q"
+    q.mkdir()
+    previous = q / "tiny.int8-cpu.onnx"  # what an earlier run left there: the user's file, kept as it was
+    previous.write_bytes(b"an earlier run's artefact")
     t = threading.Thread(target=kill_child, daemon=True)
     t.start()
     with pytest.raises(ModelError, match=r"killed by SIGKILL \(most likely out of memory\)") as e:
-        quantize_onnx(d / "tiny.onnx", d / "calib", tmp_path / "q", target="cpu", verbose=False)
+        quantize_onnx(d / "tiny.onnx", d / "calib", q, target="cpu", verbose=False)
     t.join(5)
     assert killed and "ffd calib build --n" in str(e.value) and str(d / "calib") in str(e.value)
-    assert not list((tmp_path / "q").glob("*.onnx"))  # nothing half-written left behind
+    assert sorted(q.iterdir()) == [previous] and previous.read_bytes() == b"an earlier run's artefact"
 
 
 def _ffd(*args):

@@ -102,8 +102,9 @@ class YuNetOrt:
     anchor (row r, column c), score = sqrt(clip(cls) * clip(obj)); box centre ((c, r) + bbox[:2]) * s,
     size exp(bbox[2:]) * s; landmarks (kps + (c, r)) * s; then NMS on the integer boxes
     (``cv2.dnn.NMSBoxes``). ``detect`` returns the same (N, 15) float32 rows (x, y, w, h, 5 x (x, y),
-    score), best first, or None. One session per instance; ``threads`` intra-op threads (1: a detector
-    per worker, as the rest of the package runs it).
+    score), best first, or None. One session and one reused input buffer per instance (not thread-safe,
+    like :class:`FaceDetector`); ``threads`` intra-op threads (1: a detector per worker, as the rest of the
+    package runs it; 2 was slower in-process, docs/faces.md).
     """
 
     def __init__(self, model_path: str | os.PathLike, score_threshold: float, nms_threshold: float,
@@ -116,13 +117,16 @@ class YuNetOrt:
         self._sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
         self._input = self._sess.get_inputs()[0].name
         self.score_threshold, self.nms_threshold, self.top_k = float(score_threshold), float(nms_threshold), top_k
+        self._blob, self._blob_hw = None, None
 
     def detect(self, image: np.ndarray) -> np.ndarray | None:
         import cv2
 
         h, w = image.shape[:2]
         ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
-        blob = np.zeros((1, 3, ph, pw), np.float32)
+        if self._blob is None or self._blob_hw != (h, w):  # one buffer per frame size: its padding stays zero
+            self._blob, self._blob_hw = np.zeros((1, 3, ph, pw), np.float32), (h, w)
+        blob = self._blob
         blob[0, :, :h, :w] = image.transpose(2, 0, 1)
         out = dict(zip(YUNET_OUTPUTS, self._sess.run(list(YUNET_OUTPUTS), {self._input: blob})))
         rows = []
@@ -177,8 +181,8 @@ class FaceDetector:
                     self._net = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320),
                                                           self.score_threshold, nms_threshold, 5000)
                     self._net.setInputSize((32, 32))  # a probe: OpenCV fails here, not at create, on other graphs
+                    self._size = (32, 32)
                 self._net.detect(np.zeros((32, 32, 3), np.uint8))
-                self._size = (32, 32)
             except Exception as e:
                 if not _is_engine_error(e):
                     raise

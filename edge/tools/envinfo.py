@@ -56,28 +56,30 @@ def _opencv() -> dict:
             "gstreamer": gst.split()[0] if gst else "unknown"}
 
 
-def _decoder() -> str:
-    """The video decoder :func:`edge.decoders.select_decoder` picks here (FFD_DECODER or auto) and why."""
-    from ..decoders import select_decoder
+def _choice(pick) -> str:
+    """``pick() -> (name, why)`` as ``"name (why)"``; an environment variable naming something unknown or not
+    usable here (the FfdError it raises) as ``"unusable: ... (fix: ...)"``."""
     from ..errors import FfdError
 
     try:
-        name, why = select_decoder()
-    except FfdError as e:  # FFD_DECODER names one that is unknown or not usable here
+        name, why = pick()
+    except FfdError as e:
         return f"unusable: {e.message}" + (f" (fix: {e.fix})" if e.fix else "")
     return f"{name} ({why})"
+
+
+def _decoder() -> str:
+    """The video decoder :func:`edge.decoders.select_decoder` picks here (FFD_DECODER or auto) and why."""
+    from ..decoders import select_decoder
+
+    return _choice(select_decoder)
 
 
 def _yunet_engine() -> str:
     """What YuNet runs on here (FFD_YUNET_ENGINE or auto) and why."""
-    from ..errors import FfdError
     from ..faces.detector import yunet_engine
 
-    try:
-        name, why = yunet_engine()
-    except FfdError as e:
-        return f"unusable: {e.message}" + (f" (fix: {e.fix})" if e.fix else "")
-    return f"{name} ({why})"
+    return _choice(yunet_engine)
 
 
 def collect_env() -> dict:
