@@ -218,9 +218,10 @@ class PyAVCapture:
     """A video file through PyAV, with the part of ``cv2.VideoCapture``'s interface :mod:`edge.media` uses.
 
     ``grab()`` decodes the next frame (threaded) without converting it; ``retrieve()`` converts it to
-    BGR (``to_ndarray(format="bgr24")``, the display rotation applied as OpenCV does); ``frame_time`` is
-    the grabbed frame's timestamp from pts/time_base. A packet that fails to decode is skipped, as FFmpeg
-    does in OpenCV; an unreadable tail ends the stream there (the frames before it still count)."""
+    BGR (swscale to ``bgr24`` through one reformatter per capture; the display rotation applied as OpenCV
+    does); ``frame_time`` is the grabbed frame's timestamp from pts/time_base. A packet that fails to decode
+    is skipped, as FFmpeg does in OpenCV; an unreadable tail ends the stream there (the frames before it
+    still count)."""
 
     name = "pyav"
 
@@ -236,6 +237,7 @@ class PyAVCapture:
         self._wanted: set[int] | None = None
         self._k = 0
         self._grabbed = False
+        self._reformatter = None
         self.frame_time: float | None = None
         self.frames_decoded = 0  # frames the decoder gave back (skipped ones are not decoded at all)
         try:
@@ -341,7 +343,13 @@ class PyAVCapture:
         return True
 
     def _convert(self, frame) -> np.ndarray:
-        img = frame.to_ndarray(format="bgr24")
+        # one reformatter (swscale context) for the stream: VideoFrame.to_ndarray(format=...) builds a new one
+        # for every frame, which costs about a third of the conversion (0.65 ms of 1.9 ms per 720p frame)
+        if self._reformatter is None:
+            from av.video.reformatter import VideoReformatter
+
+            self._reformatter = VideoReformatter()
+        img = self._reformatter.reformat(frame, format="bgr24").to_ndarray()
         return _rotate(img, self._rotation) if self._rotation else img
 
     def retrieve(self):

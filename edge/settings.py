@@ -59,6 +59,7 @@ RANGES: dict[str, Range] = {
     "max_faces": Range(1, 1000, True),                            # faces kept per frame
     "det_max_side": Range(64, 8192, True),                        # detector input, longer side (px)
     "decode_timeout_s": Range(1e-6, 7 * 86_400.0),                # FFD_DECODE_TIMEOUT_S: per-file budget
+    "decode_threads": Range(0, 64, True),                         # FFD_DECODE_THREADS: 0 = the decoder's own count
     "max_image_pixels": Range(1, 1 << 36, True),                  # FFD_MAX_IMAGE_PIXELS: decode budget (px)
     "timeout_s": Range(1e-3, 7 * 86_400.0),                       # other deadlines in seconds
     "connect_timeout_s": Range(0.1, 86_400.0),                    # --connect-timeout, FFD_CONNECT_TIMEOUT_S
@@ -166,6 +167,7 @@ ENV_NUMBERS: dict[str, tuple[str, float]] = {
     "FFD_DECODE_TIMEOUT_S": ("decode_timeout_s", 300.0),
     "FFD_MAX_IMAGE_PIXELS": ("max_image_pixels", float(1 << 27)),
     "FFD_CONNECT_TIMEOUT_S": ("connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S),
+    "FFD_DECODE_THREADS": ("decode_threads", 0),
 }
 
 

@@ -14,9 +14,10 @@ writes them. For each clip, side by side in one run (medians of ``--repeats``):
 * each of those per decoding back-end, side by side in one run: PyAV (threaded) and OpenCV (``FFD_DECODER``);
 * *detect*: ``ffd detect`` (``edge.detect.detect_sources``) on the 720p H.264 clip, face detection on every
   frame: frames per second;
-* *archive* (``--archive-files K``, default 8): a folder of K copies of each real-codec clip screened as
+* *archive* (``--archive-files K``, default 32): a folder of K copies of each real-codec clip screened as
   ``ffd screen`` does it, in-process (``-j 0``: a decode thread beside detection, OpenCV's default threads)
-  and with the CLI's default ``-j 2`` (two worker processes, one thread each), 32 frames and 2 frames/s:
+  and with the CLI's default ``-j 2`` (two worker processes, one OpenCV/ORT thread and a share of the cores
+  for FFmpeg each, :func:`edge.screen.screen.worker_threads`), 32 frames and 2 frames/s:
   x real time over the whole folder (one model open and worker start-up per run, shared by the files), the
   CPU seconds per video second (this process and its workers), and the ceiling that CPU time sets on this
   machine (cores x video s / CPU s: the x real time if every core were busy with this work all the time);
@@ -295,7 +296,7 @@ def main() -> None:
     ap.add_argument("--no-seek-timing", action="store_true", help="skip timing the (slow) 32 seeks per clip")
     ap.add_argument("--many", type=int, default=0, help="also screen N small files and report peak RSS")
     ap.add_argument("--many-frames", type=int, default=4, help="frames sampled per file in the --many run")
-    ap.add_argument("--archive-files", type=int, default=8,
+    ap.add_argument("--archive-files", type=int, default=32,
                     help="screen a folder of K copies of each real-codec clip with -j 0 and -j 2 (0: skip)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -311,9 +312,13 @@ def main() -> None:
     if not faces:
         sys.exit(f"error: faces not found under {SHARED}; fix: set FFD_SHARED")
     model, how = (a.model, "given") if a.model else find_model(a.work)
+    from edge.screen.screen import worker_threads
+
     res = {"model": str(model), "model_source": how, "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
            "opencv": cv2.__version__, "clip_seconds": a.seconds, "fps": a.fps, "samples": a.frames,
-           "repeats": a.repeats, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "clips": []}
+           "repeats": a.repeats, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "decode_threads": {"FFD_DECODE_THREADS": os.environ.get("FFD_DECODE_THREADS"),
+                              "per_worker_with_j2": worker_threads(2)[1]}, "clips": []}
     t0 = time.perf_counter()
     clips = make_clips(a.work, faces, a.seconds, a.fps, a.sizes.split(","), not a.no_hevc, a.preset)
     print(f"model: {model} ({how}); {len(clips)} clips in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -328,6 +328,83 @@ def test_screen_keyframes_records_exact_indices(decoder, gop_clip, tiny_onnx, yu
     assert [(e["frame"], e["t"]) for e in ev] == [(0, 0.0), (100, 4.0), (200, 8.0)] and row["n_frames"] == 3
 
 
+# --- decode threads -------------------------------------------------------------------------------------
+def _threads_of(cap) -> int:
+    import cv2
+
+    if type(cap).__name__ == "PyAVCapture":
+        return cap._s.codec_context.thread_count
+    return int(cap.get(cv2.CAP_PROP_N_THREADS))
+
+
+def test_decode_threads_reach_both_back_ends_and_samples_stay_exact(decoder, gop_clip, reference, monkeypatch):
+    from edge import media
+
+    monkeypatch.delenv("FFD_DECODE_THREADS", raising=False)
+    try:
+        media.set_decode_threads(1)  # what a screening worker on 2 cores with -j 2 does
+        with VideoReader(gop_clip) as r:
+            assert _threads_of(r._cap) == 1
+            got = list(r.frames(n_frames=9, strategy="auto"))
+        _check(got, uniform_indices(N, 9), reference)
+        monkeypatch.setenv("FFD_DECODE_THREADS", "2")  # the variable wins over the process's share
+        with VideoReader(gop_clip) as r:
+            assert _threads_of(r._cap) == 2
+    finally:
+        media.set_decode_threads(None)
+    assert media.decode_threads() == 2
+    monkeypatch.delenv("FFD_DECODE_THREADS")
+    assert media.decode_threads() == 0  # FFmpeg's automatic count, as before
+
+
+@pytest.mark.parametrize("bad", ["-1", "abc", "1.5", "65"])
+def test_bad_decode_threads_variable_is_one_config_error(monkeypatch, bad):
+    from edge import media
+
+    monkeypatch.setenv("FFD_DECODE_THREADS", bad)
+    with pytest.raises(ConfigError, match="FFD_DECODE_THREADS"):
+        media.decode_threads()
+    with pytest.raises(ConfigError, match="decode_threads"):
+        media.set_decode_threads(-2)
+
+
+def test_screening_workers_share_the_cores(monkeypatch):
+    from edge.screen.screen import worker_threads
+    from edge.tools.envinfo import collect_env
+
+    assert worker_threads(0) == (None, None) and worker_threads(1) == (None, None)  # in-process: defaults
+    assert worker_threads(2, cpus=2) == (1, 1)  # the CLI's -j 2 on 2 cores: one FFmpeg thread per worker
+    assert worker_threads(2, cpus=16) == (1, 8) and worker_threads(4, cpus=2) == (1, 1)
+    monkeypatch.delenv("FFD_DECODE_THREADS", raising=False)
+    assert collect_env()["decode_threads"].startswith("automatic (FFmpeg's count); ffd screen -j 2 workers: ")
+    monkeypatch.setenv("FFD_DECODE_THREADS", "2")
+    assert collect_env()["decode_threads"] == "2 (chosen by FFD_DECODE_THREADS)"
+    monkeypatch.setenv("FFD_DECODE_THREADS", "many")  # ffd env still prints, the line says why
+    assert collect_env()["decode_threads"].startswith("unusable: FFD_DECODE_THREADS must be an integer")
+
+
+def test_screening_worker_processes_decode_with_their_share(tiny_onnx, yunet_model, monkeypatch):
+    """A worker process started as screen_archive starts them (spawned, its initializer) opens every decoder
+    with its share; FFD_DECODE_THREADS, inherited, still wins."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from edge.media import decode_threads
+    from edge.screen import ScreenSettings
+    from edge.screen.screen import _pool_worker_init, worker_threads
+
+    monkeypatch.delenv("FFD_DECODE_THREADS", raising=False)
+    init_args = (str(tiny_onnx), "ort", str(yunet_model), {}, ScreenSettings(), *worker_threads(2, cpus=2))
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_pool_worker_init,
+                             initargs=init_args) as pool:
+        assert pool.submit(decode_threads).result(timeout=120) == 1
+    assert decode_threads() == 0  # this process is untouched
+    monkeypatch.setenv("FFD_DECODE_THREADS", "3")
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_pool_worker_init,
+                             initargs=init_args) as pool:
+        assert pool.submit(decode_threads).result(timeout=120) == 3
+
+
 # --- hardware decoders: where they exist ------------------------------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.skipif(importlib.util.find_spec("PyNvVideoCodec") is None,

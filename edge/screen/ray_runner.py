@@ -129,7 +129,7 @@ def rows_ray(todo: list[tuple[Path, str]], init_args: tuple, spec, address: str 
     cluster_host_port(address)  # a malformed address is a ConfigError before anything starts
     ray = require("ray", "scale", "ffd screen --ray")
 
-    model, backend, detector_model, runner_kw, settings, _ = init_args
+    model, backend, detector_model, runner_kw, settings, *_ = init_args
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started = False
     if not ray.is_initialized():

@@ -339,15 +339,32 @@ _W: dict = {}
 
 
 def _worker_init(model: str, backend: str, detector_model, runner_kw: dict, settings: ScreenSettings,
-                 threads: int | None) -> None:
+                 threads: int | None, decode_threads: int | None = None) -> None:
     import cv2
 
     from ..forgery import ForgeryDetector
+    from ..media import set_decode_threads
 
     if threads:
         cv2.setNumThreads(threads)
+    set_decode_threads(decode_threads)
     fd = ForgeryDetector(model, backend, detector_model, **runner_kw)
     _W.update(fd=fd, settings=settings)
+
+
+def worker_threads(workers: int, cpus: int | None = None) -> tuple[int | None, int | None]:
+    """``(OpenCV threads, decode threads)`` of each screening process with ``workers`` worker processes on
+    ``cpus`` cores (default: this machine's); None: the library's own default (in-process, ``-j 0``/``-j 1``).
+
+    Several workers: one OpenCV thread each (ONNX Runtime gets one too, in :func:`screen_archive`), and an equal
+    share of the cores for FFmpeg, at least one: FFmpeg's automatic frame threads cost 20-30 % more CPU per
+    decoded frame than one thread (libx264 720p and 1080p, this project's machine), CPU the other workers need.
+    On 2 cores with ``-j 2`` that took 32 files of 720p H.264 from 29.4x to 32.3x real time (docs/archives.md).
+    ``FFD_DECODE_THREADS`` overrides the share (:func:`edge.media.decode_threads`)."""
+    if workers <= 1:
+        return None, None
+    cpus = cpus or os.cpu_count() or 1
+    return 1, max(1, cpus // workers)
 
 
 def _pool_worker_init(*init_args) -> None:
@@ -635,7 +652,7 @@ def screen_archive(paths: Sequence[str | os.PathLike], model: str | os.PathLike,
 
             runner_kw.setdefault("intra_op_threads", Default(1))
         init_args = (str(model), backend, None if detector_model is None else str(detector_model), runner_kw,
-                     settings, 1 if n_workers > 1 else None)
+                     settings, *worker_threads(n_workers))
         if not todo:  # everything is finished: no worker, runner or detector is opened
             rows = iter(())
         elif ray_address is not None:

@@ -9,6 +9,7 @@ backend ``backend="auto"`` would run an ``.onnx`` with, and where the face detec
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import platform
 import sys
 from pathlib import Path
@@ -82,6 +83,22 @@ def _yunet_engine() -> str:
     return _choice(yunet_engine)
 
 
+def _decode_threads() -> str:
+    """Threads per video decoder: FFD_DECODE_THREADS, or FFmpeg's automatic count and the screening workers'
+    share (:func:`edge.screen.screen.worker_threads` for the CLI's ``-j 2``)."""
+    from ..errors import FfdError
+    from ..media import decode_threads
+    from ..screen.screen import worker_threads
+
+    try:
+        n = decode_threads()
+    except FfdError as e:
+        return f"unusable: {e}"
+    if os.environ.get("FFD_DECODE_THREADS", "").strip():
+        return f"{n or 'automatic'} (chosen by FFD_DECODE_THREADS)"
+    return f"automatic (FFmpeg's count); ffd screen -j 2 workers: {worker_threads(2)[1]} each"
+
+
 def collect_env() -> dict:
     """A JSON-able description of this machine as ffd-edge sees it."""
     import onnxruntime as ort
@@ -105,6 +122,7 @@ def collect_env() -> dict:
         "onnxruntime_providers": ort.get_available_providers(),
         "opencv": _opencv(),
         "video_decoder": _decoder(),
+        "decode_threads": _decode_threads(),
         "tensorrt_backend": "usable" if trt_reason is None else f"unavailable: {trt_reason}",
         "auto_backend_for_onnx": auto_backend("model.onnx", trt_reason)[0],  # the rule itself, not a copy
         "yunet_model": yunet,
