@@ -446,7 +446,7 @@ class PyAVCapture:
                 self._c.close()
             except Exception:  # noqa: BLE001 - closing a broken container
                 pass
-        self._c, self._s, self._cur, self._pushback = None, None, None, None
+        self._c, self._s, self._cur, self._pushback, self._reformatter = None, None, None, None, None
 
 
 # --- GStreamer on Jetson (nvv4l2decoder) ----------------------------------------------------------------
