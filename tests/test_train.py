@@ -105,8 +105,11 @@ def test_fit_writes_checkpoints_and_resume_is_exact(tmp_path):
     with pytest.raises(_Interrupt):  # interrupted in the middle of the 3rd epoch
         fit(_task(), _StopAt(make_loader(ds, 8, seed=1), 2, 3), val, _cfg(), tmp_path / "b")
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["train_state"]["epoch"] == 1
-    resumed = fit(_task(seed=123), make_loader(ds, 8, seed=1), val, _cfg(resume=True), tmp_path / "b")
+    said: list[str] = []
+    resumed = fit(_task(seed=123), make_loader(ds, 8, seed=1), val, _cfg(resume=True, log=said.append),
+                  tmp_path / "b")
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert any("after epoch 2 of 3" in m for m in said), said  # the epochs finished, counted as history counts
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["state_dict"]
     for k in a:

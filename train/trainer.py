@@ -300,7 +300,7 @@ def fit(task: nn.Module, train_loader, val_loader, cfg: FitConfig, out_dir: str 
         start_epoch, best_auc, best_epoch = int(ts["epoch"]) + 1, float(ts["best_auc"]), int(ts["best_epoch"])
         history = list(ts.get("history", []))
         _set_rng_state(ts["rng"])
-        log(f"resumed from {last_path} after epoch {start_epoch - 1} (best val AUC {best_auc:.4f})")
+        log(f"resumed from {last_path} after epoch {start_epoch} of {cfg.epochs} (best val AUC {best_auc:.4f})")
     elif cfg.resume:
         log(f"--resume: no {last_path}, starting from scratch")
 
