@@ -77,9 +77,8 @@ def decode_threads() -> int:
     and 1080p), so workers that already keep every core busy decode with one each."""
     from .settings import env_number
 
-    if os.environ.get("FFD_DECODE_THREADS", "").strip():
-        return int(env_number("FFD_DECODE_THREADS", 0, "decode_threads"))
-    return _DECODE_THREADS or 0
+    n = env_number("FFD_DECODE_THREADS", None, "decode_threads")  # None when unset or empty
+    return int(n) if n is not None else (_DECODE_THREADS or 0)
 
 
 def max_image_pixels() -> int:

@@ -376,7 +376,7 @@ def test_screening_workers_share_the_cores(monkeypatch):
     assert worker_threads(2, cpus=2) == (1, 1)  # the CLI's -j 2 on 2 cores: one FFmpeg thread per worker
     assert worker_threads(2, cpus=16) == (1, 8) and worker_threads(4, cpus=2) == (1, 1)
     monkeypatch.delenv("FFD_DECODE_THREADS", raising=False)
-    assert collect_env()["decode_threads"].startswith("automatic (FFmpeg's count); ffd screen -j 2 workers: ")
+    assert collect_env()["decode_threads"].startswith("automatic (FFmpeg's count; ffd screen -j 2 workers: ")
     monkeypatch.setenv("FFD_DECODE_THREADS", "2")
     assert collect_env()["decode_threads"] == "2 (chosen by FFD_DECODE_THREADS)"
     monkeypatch.setenv("FFD_DECODE_THREADS", "many")  # ffd env still prints, the line says why

@@ -86,17 +86,16 @@ def _yunet_engine() -> str:
 def _decode_threads() -> str:
     """Threads per video decoder: FFD_DECODE_THREADS, or FFmpeg's automatic count and the screening workers'
     share (:func:`edge.screen.screen.worker_threads` for the CLI's ``-j 2``)."""
-    from ..errors import FfdError
     from ..media import decode_threads
     from ..screen.screen import worker_threads
 
-    try:
-        n = decode_threads()
-    except FfdError as e:
-        return f"unusable: {e}"
-    if os.environ.get("FFD_DECODE_THREADS", "").strip():
-        return f"{n or 'automatic'} (chosen by FFD_DECODE_THREADS)"
-    return f"automatic (FFmpeg's count); ffd screen -j 2 workers: {worker_threads(2)[1]} each"
+    def pick() -> tuple[str, str]:
+        n = decode_threads()  # a bad FFD_DECODE_THREADS raises here: _choice says why
+        if os.environ.get("FFD_DECODE_THREADS", "").strip():
+            return str(n or "automatic"), "chosen by FFD_DECODE_THREADS"
+        return "automatic", f"FFmpeg's count; ffd screen -j 2 workers: {worker_threads(2)[1]} each"
+
+    return _choice(pick)
 
 
 def collect_env() -> dict:
